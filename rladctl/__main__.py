@@ -1,0 +1,3 @@
+from rladctl.cli import main
+
+main()

@@ -1,0 +1,369 @@
+"""The artifact contract between stages (DESIGN §3).
+
+An artifact is a directory of ``part-NNNNN.parquet`` files plus ``manifest.json``, written last and
+atomically: its presence means the artifact is complete. Every file goes to a temporary name in the
+same directory first and is renamed into place, so a reader never sees half a file.
+
+Resume: every part carries the writer's *fingerprint* (a hash of everything that determines its
+content) in its Parquet metadata. A re-run keeps the parts whose fingerprint matches and writes only
+the missing ones; a directory holding another run's parts is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from rladctl import __version__
+from rladctl.errors import ArtifactError, MissingPathError
+
+MANIFEST = "manifest.json"
+PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+TMP_MARK = ".tmp-"
+FINGERPRINT_KEY = b"rladctl.fingerprint"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def is_temporary(path: Path) -> bool:
+    return TMP_MARK in path.name
+
+
+# --------------------------------------------------------------------------------------------
+# atomic files
+
+
+def _tmp_path(path: Path) -> Path:
+    # Dot-prefixed: Parquet readers (pyarrow datasets, duckdb and polars globs) skip hidden files.
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling + fsync + rename."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, canonical_json(obj).encode())
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable hash of a JSON-able description of a stage's inputs."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def write_output_error(path: Path, exc: OSError) -> ArtifactError:
+    return ArtifactError(f"cannot write {path} ({exc.strerror or exc})", None, "free disk space or choose a writable output directory, then re-run to resume")
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class ArtifactWriter:
+    """Writes one artifact directory part by part; ``finalize`` writes the manifest.
+
+    ``complete`` is True when the directory already holds a finished artifact with the same
+    fingerprint: the stage has nothing to do.
+    """
+
+    path: Path
+    kind: str
+    fingerprint: str
+    overwrite: bool = False
+    done: set[int] = field(default_factory=set)
+    complete: bool = False
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_output_error(self.path, exc) from None
+        manifest_path = self.path / MANIFEST
+        if manifest_path.exists():
+            old = _read_manifest(manifest_path)
+            if old.get("fingerprint") == self.fingerprint and old.get("kind") == self.kind:
+                self.complete = True
+                return
+            self._refuse_or_clear("a complete artifact from a different run")
+        self._scan_parts()
+
+    def _scan_parts(self) -> None:
+        for child in sorted(self.path.iterdir()):
+            if is_temporary(child):
+                child.unlink(missing_ok=True)  # left by a killed writer; never complete
+                continue
+            match = PART_RE.match(child.name)
+            if not match:
+                continue
+            if _part_fingerprint(child) != self.fingerprint:
+                self._refuse_or_clear("parts from a different run")
+                self.done.clear()
+                return
+            self.done.add(int(match.group(1)))
+
+    def _refuse_or_clear(self, what: str) -> None:
+        if not self.overwrite:
+            raise ArtifactError(
+                f"output directory {self.path} holds {what}", None,
+                "choose another output directory, or pass --overwrite to replace it",
+            )
+        # The manifest goes first so the directory never looks complete while being cleared.
+        (self.path / MANIFEST).unlink(missing_ok=True)
+        for child in self.path.iterdir():
+            if PART_RE.match(child.name) or is_temporary(child):
+                child.unlink()
+
+    def write_part(self, index: int, table) -> None:
+        import pyarrow.parquet as pq
+
+        meta = dict(table.schema.metadata or {})
+        meta[FINGERPRINT_KEY] = self.fingerprint.encode()
+        table = table.replace_schema_metadata(meta)
+        final = self.path / part_name(index)
+        tmp = _tmp_path(final)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_output_error(final, exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.done.add(index)
+
+    def finalize(self, num_parts: int, **fields: Any) -> dict[str, Any]:
+        """Check every part exists, then write the manifest (last, atomically)."""
+        import pyarrow.parquet as pq
+
+        missing = [i for i in range(num_parts) if i not in self.done]
+        if missing:
+            raise RuntimeError(f"finalize with missing parts {missing[:5]}")  # a bug, not user error
+        parts = []
+        for i in range(num_parts):
+            file = self.path / part_name(i)
+            parts.append({"file": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "sha256": sha256_file(file)})
+        manifest = {
+            "kind": self.kind,
+            "schema_version": _schema_version(),
+            "rladctl_version": __version__,
+            "fingerprint": self.fingerprint,
+            "rows": sum(p["rows"] for p in parts),
+            "parts": parts,
+            "created_unix": round(time.time(), 3),
+            **fields,
+        }
+        try:
+            atomic_write_json(self.path / MANIFEST, manifest)
+        except OSError as exc:
+            raise write_output_error(self.path / MANIFEST, exc) from None
+        self.complete = True
+        return manifest
+
+
+def _schema_version() -> int:
+    from rladctl.schema import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def _part_fingerprint(path: Path) -> str | None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # truncated or foreign file: not one of ours, treat as another run's
+        return None
+    value = meta.get(FINGERPRINT_KEY)
+    return value.decode() if value else None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"manifest {path} is unreadable ({exc})", None, "re-run the stage that wrote it with --overwrite") from None
+    if not isinstance(data, dict) or "kind" not in data or "parts" not in data:
+        raise ArtifactError(f"manifest {path} is not an rladctl manifest", None, "point at a directory written by rladctl")
+    return data
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A complete, verified artifact directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def sha256(self) -> str:
+        return sha256_file(self.path / MANIFEST)
+
+    def part_paths(self) -> list[Path]:
+        return [self.path / p["file"] for p in self.manifest["parts"]]
+
+    def read_part(self, index: int, columns: list[str] | None = None):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.part_paths()[index], columns=columns)
+
+    def iter_parts(self, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+        for index in range(len(self.manifest["parts"])):
+            yield index, self.read_part(index, columns)
+
+    def table(self, columns: list[str] | None = None):
+        import pyarrow as pa
+
+        tables = [t for _, t in self.iter_parts(columns)]
+        return pa.concat_tables(tables) if tables else None
+
+    def reference(self) -> dict[str, str]:
+        """How a downstream manifest names this artifact as an input."""
+        return {"path": str(self.path), "kind": self.kind, "manifest_sha256": self.sha256}
+
+
+def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True, role: str = "input") -> Artifact:
+    """Open a complete artifact of one of ``kinds``; refuse anything incomplete or corrupt."""
+    from rladctl.schema import SCHEMA_VERSION, schema_for
+
+    path = Path(path)
+    kinds = tuple(kinds)
+    if not path.is_dir():
+        raise MissingPathError(f"{role} artifact {path} does not exist", None, "check the path, or run the stage that writes it")
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise ArtifactError(
+            f"{role} artifact {path} is incomplete (no {MANIFEST})", None,
+            "re-run the stage that writes it: it resumes and finishes the artifact",
+        )
+    manifest = _read_manifest(manifest_path)
+    if manifest["kind"] not in kinds:
+        raise ArtifactError(
+            f"{role} artifact {path} is of kind '{manifest['kind']}'", None,
+            f"this command needs {' or '.join(kinds)}",
+        )
+    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ArtifactError(f"{role} artifact {path} has schema version {manifest['schema_version']}", None, "upgrade rladctl to read it")
+    artifact = Artifact(path, manifest)
+    if verify:
+        _verify_parts(artifact)
+        _verify_columns(artifact, schema_for(manifest["kind"]))
+    return artifact
+
+
+def _verify_parts(artifact: Artifact) -> None:
+    for entry in artifact.manifest["parts"]:
+        file = artifact.path / entry["file"]
+        if not file.exists():
+            raise ArtifactError(f"artifact part {file} is missing", None, "re-create the artifact with --overwrite")
+        if sha256_file(file) != entry["sha256"]:
+            raise ArtifactError(
+                f"artifact part {file} does not match its manifest checksum", None,
+                "the file was changed or damaged after it was written; re-create the artifact with --overwrite",
+            )
+
+
+def _verify_columns(artifact: Artifact, expected) -> None:
+    import pyarrow.parquet as pq
+
+    for file in artifact.part_paths():
+        try:
+            schema = pq.read_schema(file)
+        except Exception as exc:
+            raise ArtifactError(f"artifact part {file} is not a readable Parquet file ({exc})", None, "re-create the artifact with --overwrite") from None
+        for fld in expected:
+            if fld.name not in schema.names:
+                raise ArtifactError(f"column '{fld.name}' is missing", f"in {file}", "write the artifact with rladctl's schema (see rladctl/schema.py)")
+            got = schema.field(fld.name).type
+            if not got.equals(fld.type):
+                raise ArtifactError(f"column '{fld.name}' has type {got}, expected {fld.type}", f"in {file}", "cast the column to the schema's type")
+
+
+def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
+    """Per-token columns must match completion_token_ids in length and hold finite values."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from rladctl.schema import COMPLETION_TOKEN_IDS, PROMPT_ID, SAMPLE_IDX
+
+    lengths = pc.list_value_length(table[COMPLETION_TOKEN_IDS]).to_numpy(zero_copy_only=False)
+    for column in columns:
+        if column not in table.column_names:
+            continue
+        got = pc.list_value_length(table[column]).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(got != lengths)
+        if len(bad):
+            i = int(bad[0])
+            raise ArtifactError(
+                f"row {i} (prompt_id {table[PROMPT_ID][i].as_py()}, sample {table[SAMPLE_IDX][i].as_py()}) has {got[i]} values in '{column}' but {lengths[i]} completion tokens",
+                f"in {where}", "re-create the artifact; per-token columns must match completion_token_ids",
+            )
+        flat = pc.list_flatten(table[column]).to_numpy(zero_copy_only=False)
+        if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+            offsets = np.cumsum(lengths)
+            i = int(np.searchsorted(offsets, int(np.flatnonzero(~np.isfinite(flat))[0]), side="right"))
+            raise ArtifactError(
+                f"column '{column}' holds NaN or inf (first in row {i}, prompt_id {table[PROMPT_ID][i].as_py()})",
+                f"in {where}", "re-create the artifact; log-probs must be finite",
+            )

@@ -1,0 +1,240 @@
+"""The rladctl command line: thin commands over the library.
+
+Each command parses its options into recipe overrides, loads the recipe, calls one stage function
+and prints its summary (a table, or JSON with ``--json``). No ML library is imported at module top
+level, so ``rladctl --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from rladctl import __version__
+from rladctl.errors import RladError
+
+app = typer.Typer(
+    name="rladctl",
+    help="RL-aware knowledge distillation (RLAD / TRRD) for reasoning LLMs, as chained stages:\n\n"
+    "rollout -> score-teacher -> train, then eval. Every stage reads and writes artifact\n"
+    "directories (Parquet parts + manifest.json) and resumes where it stopped.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+RecipeArg = typer.Option(None, "--recipe", "-r", help="TOML recipe (one table per stage).", show_default=False)
+SetOpt = typer.Option([], "--set", "-s", help="Override any recipe key: table.key=value (repeatable).", show_default=False)
+JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an output directory that holds a different run.")
+
+
+def overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
+    """Shorthand options become ``--set`` overrides; explicit ``--set`` wins (it comes last)."""
+    out = []
+    for key, value in pairs.items():
+        if value is None:
+            continue
+        text = json.dumps(list(value) if isinstance(value, tuple) else value)  # JSON scalars and arrays are TOML
+        out.append(f"{key}={text}")
+    return out + list(extra)
+
+
+def print_summary(title: str, summary: Any, as_json: bool) -> None:
+    data = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in data.items():
+        if isinstance(value, float):
+            value = f"{value:,.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
+
+
+def load(recipe: Optional[Path], pairs: dict[str, Any], extra: list[str]):
+    from rladctl.config import load_recipe
+
+    return load_recipe(recipe, overrides(pairs, extra))
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command("init-model")
+def init_model_cmd(
+    out: Path = typer.Argument(..., help="Directory to write the Hugging Face model to."),
+    preset: str = typer.Option("tiny-10m", "--preset", "-p", help="Size preset (see --list-presets)."),
+    tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Reuse this model's tokenizer (teacher and student must share one)."),
+    vocab_size: int = typer.Option(512, "--vocab-size", help="Vocabulary of the tokenizer trained from the task's text."),
+    corpus_size: int = typer.Option(2000, "--corpus-size", help="Task items used to train the tokenizer."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the weights (same seed, same bytes)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task whose text trains the tokenizer (recipe task.name)."),
+    recipe: Optional[Path] = RecipeArg,
+    set_: list[str] = SetOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and their sizes, then exit."),
+) -> None:
+    """Build a tiny random-init model plus a locally trained tokenizer (no download).
+
+    Example: rladctl init-model models/teacher --preset tiny-4m --task chain_sum
+    """
+    from rladctl.models import PRESETS, count_params, init_model
+    from rladctl.tasks import build_task
+
+    if list_presets:
+        for name in PRESETS:
+            typer.echo(f"{name:12s} {count_params(name, vocab_size) / 1e6:8.2f}M parameters at vocab {vocab_size}")
+        return
+    rec = load(recipe, {"task.name": task}, set_)
+    texts = None if tokenizer_from else build_task(rec.task).corpus(corpus_size)
+    path = init_model(out, preset, tokenizer=tokenizer_from, texts=texts, vocab_size=vocab_size, seed=seed, overwrite=overwrite)
+    vocab = json.loads((path / "config.json").read_text())["vocab_size"]
+    typer.echo(f"wrote {path} ({preset}, {count_params(preset, vocab) / 1e6:.2f}M parameters, vocabulary {vocab})")
+
+
+@app.command()
+def rollout(
+    recipe: Optional[Path] = RecipeArg,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student model directory or hub id (rollout.model)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output artifact directory (rollout.out)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="reasoning-gym task name, or 'file' (task.name)."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", "-n", help="Prompts to sample (rollout.num_prompts)."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", "-G", help="Completions per prompt (rollout.group_size)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="hf or vllm (rollout.backend)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (rollout.seed)."),
+    set_: list[str] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Sample G completions per prompt with the student and verify them -> rollouts artifact.
+
+    Example: rladctl rollout --model models/student --task chain_sum -n 64 -G 8 --out runs/r0
+    """
+    from rladctl.stages.rollout import run_rollout
+
+    rec = load(recipe, {
+        "rollout.model": model, "rollout.out": out, "task.name": task, "rollout.num_prompts": num_prompts,
+        "rollout.group_size": group_size, "rollout.backend": backend, "rollout.seed": seed,
+    }, set_)
+    print_summary("rollout", run_rollout(rec, overwrite=overwrite), as_json)
+
+
+@app.command("score-teacher")
+def score_teacher(
+    recipe: Optional[Path] = RecipeArg,
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model directory or hub id (score_teacher.teacher)."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="Rollouts artifact to score (score_teacher.input)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output scored artifact (score_teacher.out)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Teacher temperature (score_teacher.temperature, default 1.0)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Also store the teacher's top-k per position (score_teacher.top_k)."),
+    set_: list[str] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Teacher log-prob of every sampled token -> scored artifact (input left untouched).
+
+    Example: rladctl score-teacher --teacher models/teacher --input runs/r0 --out runs/s0
+    """
+    from rladctl.stages.score_teacher import run_score_teacher
+
+    rec = load(recipe, {
+        "score_teacher.teacher": teacher, "score_teacher.input": input, "score_teacher.out": out,
+        "score_teacher.temperature": temperature, "score_teacher.top_k": top_k,
+    }, set_)
+    print_summary("score-teacher", run_score_teacher(rec, overwrite=overwrite), as_json)
+
+
+@app.command()
+def train(
+    recipe: Optional[Path] = RecipeArg,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student to start from (train.model)."),
+    input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="Scored (or rollouts) artifact; repeatable (train.inputs)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (train.out)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="trrd | grpo | kdrl | sft (objective.name)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="TRRD alpha; 1 = GRPO (objective.alpha)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (train.lr)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the last complete step of an interrupted run."),
+    set_: list[str] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """One RL / distillation update (epochs x mini-batches) over cached shards -> HF checkpoint.
+
+    Example: rladctl train --model models/student --input runs/s0 --objective trrd --out runs/ckpt1
+    """
+    from rladctl.stages.train import run_train
+
+    rec = load(recipe, {
+        "train.model": model, "train.out": out, "objective.name": objective, "objective.alpha": alpha, "train.lr": lr,
+    } | ({"train.inputs": input} if input else {}), set_)
+    print_summary("train", run_train(rec, overwrite=overwrite, resume=resume), as_json)
+
+
+@app.command("eval")
+def eval_cmd(
+    recipe: Optional[Path] = RecipeArg,
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to sample and score; repeat to compare (eval.models)."),
+    from_: Optional[list[str]] = typer.Option(None, "--from", help="Score existing rollouts/eval artifacts instead (eval.from_artifacts)."),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="Row name per model in the tables (eval.labels)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (eval.out)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task name (task.name); eval uses its held-out split."),
+    pass_at: Optional[int] = typer.Option(None, "--pass-at", "-k", help="K for Pass@k and Mean@k (eval.pass_at, default 32)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Samples per prompt, >= K (eval.n; default K)."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Held-out prompts (eval.num_prompts; default task.eval_size)."),
+    set_: list[str] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Pass@k (unbiased) and Mean@k on held-out prompts, per difficulty, with plots and a report.
+
+    Example: rladctl eval --model models/student --model runs/ckpt1 --task chain_sum --pass-at 8 --out runs/eval
+    """
+    from rladctl.stages.evaluate import run_eval
+
+    pairs: dict[str, Any] = {"eval.out": out, "task.name": task, "eval.pass_at": pass_at, "eval.n": n, "eval.num_prompts": num_prompts}
+    for key, values in (("eval.models", model), ("eval.from_artifacts", from_), ("eval.labels", label)):
+        if values:
+            pairs[key] = values
+    result = run_eval(load(recipe, pairs, set_), overwrite=overwrite)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"eval (K = {result.K})", title_justify="left")
+    for column in result.header:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*[str(c) for c in row])
+    Console().print(table)
+    Console().print(f"report: {result.report.get('md')}")
+
+
+def main() -> None:
+    """Console entry point: user mistakes become one line and exit code 2."""
+    try:
+        app()
+    except RladError as exc:
+        if os.environ.get("RLADCTL_DEBUG"):
+            raise
+        sys.stderr.write(f"error: {exc.line()}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; re-run the same command to resume\n")
+        sys.exit(130)

@@ -1,0 +1,309 @@
+"""Recipes: one TOML file per experiment, one table per stage, one frozen dataclass per table.
+
+Unknown keys and wrong types are refused with the key's dotted name and a close-match suggestion.
+``--set a.b=value`` overrides any key (the value is parsed as TOML, falling back to a bare string).
+Recipes are data: nothing in them is ever executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rladctl.errors import ConfigError, MissingPathError, close_matches
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where prompts and verifiers come from."""
+
+    name: str = "chain_sum"  # a reasoning-gym dataset name, or "file" for a local JSONL/Parquet
+    config: dict = field(default_factory=dict)  # kwargs for reasoning_gym.create_dataset
+    path: str = ""  # file tasks: JSONL or Parquet with a question and a gold answer per row
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = ""  # file tasks: column holding a stable id (default: the row number)
+    difficulty_field: str = ""  # metadata key for per-difficulty reports ("" = the task's default)
+    seed: int = 0  # training split
+    size: int = 100_000  # items in the training split
+    eval_seed: int = 10_007  # evaluation split; its questions are removed from the training split
+    eval_size: int = 200
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How an item becomes prompt text; recorded in every manifest."""
+
+    template: str = "{question}"  # str.format fields: {question} and {metadata[KEY]}
+    system: str = ""
+    instruction: str = (
+        "Think step by step, then give the final answer inside <answer> </answer> tags."
+    )
+    chat_template: Literal["auto", "never", "always"] = "auto"  # auto: when the tokenizer has one
+    answer_prefix: str = ""  # appended to the prompt; answer extraction sees prefix + completion
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    model: str = ""
+    out: str = ""
+    backend: Literal["hf", "vllm"] = "hf"
+    split: Literal["train", "eval"] = "train"
+    num_prompts: int = 64
+    prompt_offset: int = 0  # first item of the split (the on-policy loop advances it)
+    group_size: int = 8  # G
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+    batch_size: int = 64  # sequences per generate call
+    prompts_per_part: int = 16  # rows per Parquet part = prompts_per_part * group_size
+    policy_step: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ScoreTeacherConfig:
+    teacher: str = ""
+    input: str = ""
+    out: str = ""
+    temperature: float = 1.0
+    top_k: int = 0  # also store the teacher's top-k ids and log-probs per position
+    micro_batch_tokens: int = 16_384  # padded tokens per forward pass
+    chunk_tokens: int = 1_024  # positions per log-prob chunk (bounds the [chunk x vocab] buffer)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = ""  # student to start from: a HF directory or an earlier rladctl checkpoint
+    inputs: tuple[str, ...] = ()  # scored artifacts (rollouts suffice for grpo and sft)
+    out: str = ""  # checkpoint directory (written atomically)
+    reference: str = ""  # frozen reference model for objective.ref_beta > 0 ("" = the start model)
+    lr: float = 1e-6
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 0  # horizon of the schedule across runs; 0 = this call's steps
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    epochs: int = 1  # passes over the input rows
+    mini_batches: int = 1  # optimizer steps per epoch
+    micro_batch_tokens: int = 8_192  # padded tokens per forward/backward
+    recompute_old: bool = True  # lp_old from the trainer (ratio 1 at the first step) or the sampler
+    drop_zero_std_groups: bool = False  # drop groups whose rewards are all equal (A = 0)
+    adv_eps: float = 1e-6
+    sft_min_reward: float = 1.0  # sft: keep rows whose reward reaches this
+    continue_optimizer: bool = True  # start from the optimizer state saved in an rladctl checkpoint
+    save_every: int = 1  # snapshot for resume every N optimizer steps; 0 = only at the end
+    max_bad_steps: int = 3  # consecutive non-finite losses before the run stops
+    gradient_checkpointing: bool = False
+    chunk_tokens: int = 1_024
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    models: tuple[str, ...] = ()  # models to sample and compare
+    from_artifacts: tuple[str, ...] = ()  # or: score existing rollouts/eval artifacts
+    labels: tuple[str, ...] = ()  # names in the tables (default: the directory names)
+    out: str = ""
+    pass_at: int = 32  # K
+    n: int = 0  # samples per prompt; 0 = K
+    num_prompts: int = 0  # 0 = task.eval_size
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int = 0
+    threshold: float = 1.0  # a sample is correct when its score reaches this (no partial credit)
+    bootstrap: int = 1_000
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = 64
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class Recipe:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    score_teacher: ScoreTeacherConfig = field(default_factory=ScoreTeacherConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Tables added by later modules register here so this file need not import them.
+EXTRA_TABLES: dict[str, type] = {}
+
+
+def register_table(name: str, cls: type) -> None:
+    EXTRA_TABLES[name] = cls
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def table_types() -> dict[str, type]:
+    from rladctl.objectives.base import ObjectiveConfig  # lives with the objectives it configures
+
+    hints = typing.get_type_hints(Recipe)
+    tables = {f.name: hints[f.name] for f in dataclasses.fields(Recipe)}
+    tables["objective"] = ObjectiveConfig
+    tables.update(EXTRA_TABLES)
+    return tables
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    """The resolved recipe: every table, typed, plus where it came from."""
+
+    tables: dict[str, Any]
+    source: str
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, table: str, **changes: Any) -> "LoadedRecipe":
+        tables = dict(self.tables)
+        tables[table] = dataclasses.replace(tables[table], **changes)
+        return LoadedRecipe(tables, self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: to_plain(value) for name, value in self.tables.items()}
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
+    """Read a TOML recipe (or start from defaults), apply ``--set`` overrides, type-check all."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingPathError(f"recipe {path} does not exist", fix="pass the path of a .toml recipe")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"recipe {path} is not valid TOML ({exc})", fix="fix the TOML syntax") from None
+        source = str(path)
+    for item in overrides:
+        apply_override(raw, item)
+    return build_recipe(raw, source)
+
+
+def build_recipe(raw: dict[str, Any], source: str = "<dict>") -> LoadedRecipe:
+    types_ = table_types()
+    tables: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in types_:
+            hint = close_matches(name, types_)
+            raise ConfigError(f"unknown recipe table [{name}]", f"in {source}", hint or f"valid tables: {', '.join(sorted(types_))}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"recipe key '{name}' must be a table", f"in {source}", f"write it as [{name}]")
+    for name, cls in types_.items():
+        tables[name] = from_dict(cls, raw.get(name, {}), prefix=name, source=source)
+    return LoadedRecipe(tables, source)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b=value`` override in place; the value is parsed as TOML when it can be."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' has no '='", "in --set", "write it as table.key=value")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override key '{key}' must name a table and a key", "in --set", "e.g. rollout.temperature=0.7")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}' goes through a non-table value", "in --set", "check the key path")
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            hint = close_matches(key, names)
+            raise ConfigError(f"unknown recipe key '{prefix}.{key}'", f"in {source}", hint or f"valid keys of [{prefix}]: {', '.join(names)}")
+        kwargs[key] = coerce(value, hints[key], f"{prefix}.{key}", source)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` against a type hint; ints widen to floats, lists become tuples."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            hint_text = close_matches(str(value), [str(a) for a in args])
+            raise ConfigError(f"recipe key '{key}' is {value!r}", f"in {source}", hint_text or f"choose one of {', '.join(map(str, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        raise _type_error(key, value, hint, source)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, value, hint, source)
+        inner = args[0] if args else Any
+        return tuple(coerce(v, inner, key, source) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, value, hint, source)
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise _type_error(key, value, hint, source)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise _type_error(key, value, hint, source)
+    return value
+
+
+def _type_error(key: str, value: Any, hint: Any, source: str) -> ConfigError:
+    name = getattr(hint, "__name__", str(hint))
+    return ConfigError(f"recipe key '{key}' must be {name}, got {type(value).__name__} {value!r}", f"in {source}", "fix the value's type")
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses and tuples to JSON-able dicts and lists (for manifests and resolved configs)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project virtual environment and install rladctl with its test extras.
+# torch is pinned to the CPU build here only: with no torch present, pip would otherwise resolve a
+# multi-GB CUDA build. The package itself keeps an open torch range for GPU users.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RLADCTL_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "torch==${RLADCTL_TORCH:-2.13.0}"
+"$VENV/bin/python" -m pip install -q -e ".[test]"

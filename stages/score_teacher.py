@@ -1,0 +1,191 @@
+"""`rladctl score-teacher`: the teacher's log-prob of every token the student sampled.
+
+Reads a complete rollouts artifact (never modifying it) and writes a scored artifact: the same rows,
+in the same order, plus ``teacher_logprobs`` (and optionally the teacher's top-k per position).
+Output part i is input part i plus the teacher columns, so a killed run resumes part by part.
+Rows are scored in micro-batches of similar length (fewer padded tokens); log-probs are chunked so
+no [tokens x vocab] float32 tensor exists.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rladctl import schema as S
+from rladctl.artifacts import ArtifactWriter, fingerprint, open_artifact, validate_token_columns
+from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
+from rladctl.errors import ConfigError, ModelError
+from rladctl.progress import log, meter
+
+
+@dataclass
+class ScoreSummary:
+    out: str
+    rows: int
+    completion_tokens: int
+    seconds: float
+    tokens_per_s: float
+    teacher_logprob_mean: float
+    student_minus_teacher_mean: float  # mean over tokens of sampler_logprob - teacher_logprob
+    skipped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int = 64) -> None:
+    """Refuse a teacher whose tokens or prompt rendering differ from the student's."""
+    from rladctl.models import check_same_vocab, load_tokenizer
+
+    first = artifact.read_part(0, [S.PROMPT, S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS])
+    used: set[int] = set()
+    for _, part in artifact.iter_parts([S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS]):
+        import pyarrow.compute as pc
+
+        for column in (S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS):
+            used.update(pc.unique(pc.list_flatten(part[column])).to_pylist())
+    top = max(used, default=-1)
+    if top >= teacher_vocab:
+        raise ModelError(f"the rollouts use token id {top} but the teacher's vocabulary has {teacher_vocab} ids", f"in {artifact.path}", "score with a teacher that shares the student's tokenizer")
+    student_path = artifact.manifest.get("model", {}).get("path")
+    if student_path and Path(student_path).exists():
+        check_same_vocab(load_tokenizer(student_path), teacher_tok, sorted(used))
+    # Same prompt text must give the same ids under the teacher's tokenizer.
+    for i in range(min(sample_rows, first.num_rows)):
+        text, ids = first[S.PROMPT][i].as_py(), first[S.PROMPT_TOKEN_IDS][i].as_py()
+        if teacher_tok(text, add_special_tokens=False)["input_ids"] not in (ids, ids[1:]):
+            raise ModelError(
+                f"the teacher tokenizes prompt row {i} differently from the student", f"in {artifact.path}",
+                "teacher and student must share one tokenizer and chat template",
+            )
+
+
+def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cfg: ScoreTeacherConfig, pad_id: int, on_batch=None):
+    """Teacher log-probs per row (list of float lists), and top-k ids/log-probs when cfg.top_k."""
+    import torch
+
+    from rladctl.logprobs import build_row_batch, length_buckets, sequence_logprobs, split_rows
+
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    out: list[Any] = [None] * len(prompts)
+    topk: list[Any] = [None] * len(prompts)
+    with torch.inference_mode():
+        for rows in length_buckets(lengths, cfg.micro_batch_tokens):
+            batch = build_row_batch([prompts[i] for i in rows], [completions[i] for i in rows], pad_id, model.device)
+            flat = sequence_logprobs(model, batch, cfg.temperature, cfg.chunk_tokens)
+            for i, values in zip(rows, split_rows(flat.cpu(), batch.lengths_B)):
+                out[i] = values.tolist()
+            if cfg.top_k:
+                ids, lps = teacher_topk(model, batch, cfg)
+                for i, a, b in zip(rows, split_rows(ids, batch.lengths_B), split_rows(lps, batch.lengths_B)):
+                    topk[i] = (a.tolist(), b.tolist())
+            if on_batch:
+                on_batch(sum(batch.lengths_B))
+    return out, topk
+
+
+def teacher_topk(model, batch, cfg: ScoreTeacherConfig):
+    """Top-k ids and log-probs at each completion position, chunked over positions."""
+    import torch
+
+    from rladctl.logprobs import output_head
+
+    hidden = model.get_decoder()(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL).last_hidden_state
+    h_NH = hidden[batch.rows_N, batch.positions_N]
+    w_VH = output_head(model)
+    ids, lps = [], []
+    for t0 in range(0, h_NH.shape[0], cfg.chunk_tokens):
+        logp = torch.log_softmax((h_NH[t0 : t0 + cfg.chunk_tokens] @ w_VH.T).float() / cfg.temperature, -1)
+        values, index = logp.topk(cfg.top_k, dim=-1)
+        ids.append(index.to(torch.int32).cpu())
+        lps.append(values.cpu())
+    return torch.cat(ids), torch.cat(lps)
+
+
+def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSummary:
+    from rladctl.models import load_model, load_tokenizer, model_identity
+
+    cfg = recipe.score_teacher
+    for key in ("teacher", "input", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"no {key} given", "for score-teacher", f"pass --{key} or set score_teacher.{key} in the recipe")
+    if cfg.temperature <= 0 or cfg.top_k < 0 or cfg.micro_batch_tokens < 1 or cfg.chunk_tokens < 1:
+        raise ConfigError("score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1", None, "fix the recipe")
+    source = open_artifact(cfg.input, (S.ROLLOUTS,), role="rollouts")
+    if Path(cfg.out).resolve() == Path(cfg.input).resolve():
+        raise ConfigError("score-teacher output is its input", f"{cfg.out}", "write the scored artifact to a new directory")
+    identity = model_identity(cfg.teacher)
+    described = {
+        "kind": S.SCORED, "input": source.sha256, "teacher": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
+        "temperature": cfg.temperature, "top_k": cfg.top_k,
+    }
+    writer = ArtifactWriter(Path(cfg.out), S.SCORED, fingerprint(described), overwrite)
+    if writer.complete:
+        log(f"[green]{cfg.out} is already complete for these inputs; nothing to do")
+        return summarize(cfg.out, skipped=True)
+    tokenizer = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+    model = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    check_tokenizers(source, tokenizer, model.get_output_embeddings().weight.shape[0])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    missing = [i for i in range(len(source.manifest["parts"])) if i not in writer.done]
+    started, tokens = time.perf_counter(), 0
+    with meter(f"score-teacher {Path(cfg.out).name}", total=len(missing)) as bar:
+        for index in missing:
+            table = source.read_part(index)
+            validate_token_columns(table, (S.SAMPLER_LOGPROBS,), str(source.part_paths()[index]))
+            teacher, topk = score_rows(
+                model, table[S.PROMPT_TOKEN_IDS].to_pylist(), table[S.COMPLETION_TOKEN_IDS].to_pylist(), cfg, pad_id,
+                on_batch=lambda n: bar.advance(0, n),
+            )
+            writer.write_part(index, with_teacher_columns(table, teacher, topk, cfg.top_k))
+            tokens += sum(len(t) for t in teacher)
+            bar.advance(1)
+    seconds = time.perf_counter() - started
+    writer.finalize(
+        len(source.manifest["parts"]),
+        config=to_plain(cfg), inputs=[source.reference()], teacher=identity,
+        student=source.manifest.get("model"), task=source.manifest.get("task"), prompt=source.manifest.get("prompt"),
+        reward=source.manifest.get("reward"), sampling=source.manifest.get("sampling"),
+        scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": str(model.dtype)},
+        backend={"name": "hf", "version": _transformers_version()},
+        timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": len(missing)},
+    )
+    return summarize(cfg.out, skipped=False)
+
+
+def with_teacher_columns(table, teacher, topk, top_k: int):
+    import pyarrow as pa
+
+    schema = S.scored_schema(top_k)
+    columns = {f.name: table[f.name] for f in S.ROLLOUT_FIELDS}
+    columns[S.TEACHER_LOGPROBS] = pa.array(teacher, pa.list_(pa.float32()))
+    if top_k:
+        columns[S.TEACHER_TOPK_IDS] = pa.array([t[0] for t in topk], pa.list_(pa.list_(pa.int32())))
+        columns[S.TEACHER_TOPK_LOGPROBS] = pa.array([t[1] for t in topk], pa.list_(pa.list_(pa.float32())))
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def summarize(path: str, skipped: bool) -> ScoreSummary:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    artifact = open_artifact(path, (S.SCORED,), verify=False)
+    table = artifact.table([S.SAMPLER_LOGPROBS, S.TEACHER_LOGPROBS])
+    teacher = pc.list_flatten(table[S.TEACHER_LOGPROBS]).to_numpy(zero_copy_only=False)
+    sampler = pc.list_flatten(table[S.SAMPLER_LOGPROBS]).to_numpy(zero_copy_only=False)
+    seconds = float(artifact.manifest.get("timings", {}).get("seconds", 0.0))
+    return ScoreSummary(
+        out=str(path), rows=table.num_rows, completion_tokens=len(teacher), seconds=seconds,
+        tokens_per_s=len(teacher) / seconds if seconds else 0.0,
+        teacher_logprob_mean=float(np.mean(teacher)) if len(teacher) else 0.0,
+        student_minus_teacher_mean=float(np.mean(sampler - teacher)) if len(teacher) else 0.0, skipped=skipped,
+    )
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

@@ -1,0 +1,383 @@
+"""`rladctl train`: RL / distillation updates over cached (scored) rollout shards.
+
+Reads top to bottom:
+  1. load the rows of every input artifact and compute group advantages (per artifact, prompt_id);
+  2. with the start model, compute lp_old (and lp_ref) once, before any update;
+  3. for each epoch, shuffle (seeded) and split into mini-batches: one optimizer step each,
+     micro-batched by a padded-token budget, the loss normalised over the whole step;
+  4. snapshot every ``save_every`` steps to ``<out>.partial/`` for resume; write the final checkpoint
+     atomically.
+The objective is looked up in ``rladctl.objectives.OBJECTIVES``: this file never names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rladctl import schema as S
+from rladctl.artifacts import fingerprint, open_artifact, validate_token_columns
+from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics, save_checkpoint
+from rladctl.config import LoadedRecipe, TrainConfig, to_plain
+from rladctl.errors import ArtifactError, ConfigError, RladError
+from rladctl.progress import log, meter
+
+
+class TrainingDiverged(RladError, ArithmeticError):
+    """The loss stayed non-finite; the last good checkpoint is named in the message."""
+
+
+@dataclass
+class TrainSummary:
+    out: str
+    steps: int
+    rows: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    loss_last: float
+    reward_mean: float
+    skipped_steps: int
+    skipped: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Rows:
+    """Training rows as plain lists (B rows) plus per-row advantages."""
+
+    prompts: list[list[int]]
+    completions: list[list[int]]
+    sampler: list[list[float]]
+    teacher: list[list[float]] | None
+    rewards: np.ndarray  # [B]
+    advantages: np.ndarray  # [B]
+    dropped_groups: int
+    temperature: float  # sampling temperature of the rollouts: the policy's log-probs use it
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Rows, list[dict]]:
+    from rladctl.advantages import group_advantages, zero_std_groups
+
+    if not cfg.inputs:
+        raise ConfigError("no training inputs given", "for train", "pass --input ARTIFACT (repeatable) or set train.inputs")
+    kinds = (S.SCORED,) if needs_teacher else (S.SCORED, S.ROLLOUTS)
+    parts: dict[str, list] = {k: [] for k in ("prompts", "completions", "sampler", "teacher", "rewards", "advantages")}
+    refs, temps, dropped = [], set(), 0
+    for path in cfg.inputs:
+        try:
+            artifact = open_artifact(path, kinds, role="training")
+        except ArtifactError as exc:
+            if needs_teacher and "of kind 'rollouts'" in exc.what:
+                raise ArtifactError(f"objective '{objective}' needs teacher log-probs but {path} is an unscored rollouts artifact", None, "run rladctl score-teacher on it first and train on the scored artifact") from None
+            raise
+        refs.append(artifact.reference() | {"model": artifact.manifest.get("model", {})})
+        temps.add(float(artifact.manifest.get("sampling", {}).get("temperature", 1.0)))
+        table = artifact.table()
+        validate_token_columns(table, (S.SAMPLER_LOGPROBS, S.TEACHER_LOGPROBS), str(path))
+        rewards = table[S.REWARD].to_numpy().astype(np.float64)
+        groups = table[S.PROMPT_ID].to_pylist()
+        adv = group_advantages(rewards, groups, eps=cfg.adv_eps)
+        keep = np.ones(len(rewards), dtype=bool)
+        if objective == "sft":
+            keep = rewards >= cfg.sft_min_reward
+        elif cfg.drop_zero_std_groups:
+            zero = np.asarray(zero_std_groups(rewards, groups))
+            dropped += len({g for g, z in zip(groups, zero) if z})
+            keep = ~zero
+        idx = np.flatnonzero(keep)
+        take = lambda col: [col[i] for i in idx]  # noqa: E731
+        parts["prompts"] += take(table[S.PROMPT_TOKEN_IDS].to_pylist())
+        parts["completions"] += take(table[S.COMPLETION_TOKEN_IDS].to_pylist())
+        parts["sampler"] += take(table[S.SAMPLER_LOGPROBS].to_pylist())
+        if S.TEACHER_LOGPROBS in table.column_names:
+            parts["teacher"] += take(table[S.TEACHER_LOGPROBS].to_pylist())
+        parts["rewards"].append(rewards[idx])
+        parts["advantages"].append(np.asarray(adv, dtype=np.float64)[idx])
+    if len(temps) > 1:
+        raise ConfigError(f"training inputs were sampled at different temperatures {sorted(temps)}", "in train.inputs", "train on artifacts sampled with one temperature")
+    has_teacher = len(parts["teacher"]) == len(parts["prompts"])
+    rows = Rows(
+        parts["prompts"], parts["completions"], parts["sampler"], parts["teacher"] if has_teacher else None,
+        np.concatenate(parts["rewards"]), np.concatenate(parts["advantages"]), dropped, temps.pop(),
+    )
+    if len(rows) == 0:
+        why = f"no row reaches train.sft_min_reward={cfg.sft_min_reward}" if objective == "sft" else "every group had zero reward variance"
+        raise ConfigError(f"nothing to train on: {why}", f"in {', '.join(cfg.inputs)}", "sample more prompts or relax the filter")
+    return rows, refs
+
+
+def check_vocab(model, tokenizer, rows: Rows, refs: list[dict]) -> None:
+    """Token ids in the rows must exist in, and mean the same to, the student being trained."""
+    from rladctl.models import check_same_vocab, load_tokenizer, model_identity
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    top = max(max((max(c) for c in rows.completions if c), default=-1), max((max(p) for p in rows.prompts if p), default=-1))
+    if top >= vocab:
+        raise ArtifactError(f"the training rows use token id {top} but the student's vocabulary has {vocab} ids", None, "train the model that produced the rollouts, or one sharing its tokenizer")
+    mine = model_identity(model.name_or_path).get("tokenizer_hash")
+    for ref in refs:
+        theirs = ref["model"].get("tokenizer_hash")
+        path = ref["model"].get("path")
+        if theirs and mine and theirs != mine and path and Path(path).exists():
+            check_same_vocab(load_tokenizer(path), tokenizer)
+
+
+def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float) -> torch.Tensor:
+    """Flat log-probs of the completion tokens of ``index`` rows (in that order), no grad."""
+    from rladctl.logprobs import build_row_batch, length_buckets, sequence_logprobs
+
+    lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
+    out: list[torch.Tensor | None] = [None] * len(index)
+    with torch.no_grad(), autocast(cfg, model):
+        for bucket in length_buckets(lengths, cfg.micro_batch_tokens):
+            batch = build_row_batch([rows.prompts[index[j]] for j in bucket], [rows.completions[index[j]] for j in bucket], pad_id, model.device)
+            flat = sequence_logprobs(model, batch, temperature, cfg.chunk_tokens).float().cpu()
+            for j, values in zip(bucket, torch.split(flat, batch.lengths_B)):
+                out[j] = values
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def autocast(cfg: TrainConfig, model):
+    use_bf16 = model.device.type == "cuda" and cfg.dtype in ("auto", "bfloat16")
+    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def lr_at(cfg: TrainConfig, step: int, horizon: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant" or horizon <= cfg.warmup_steps:
+        return cfg.lr
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
+    return cfg.lr * (1 - frac if cfg.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def schedule(n_rows: int, cfg: TrainConfig) -> list[np.ndarray]:
+    """Row indices of every optimizer step: per epoch a seeded shuffle split into mini-batches."""
+    if cfg.epochs < 1 or cfg.mini_batches < 1:
+        raise ConfigError("train.epochs and train.mini_batches must be >= 1", None, "fix the recipe")
+    steps = []
+    for epoch in range(cfg.epochs):
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_rows)
+        steps += [s for s in np.array_split(perm, min(cfg.mini_batches, n_rows)) if len(s)]
+    return steps
+
+
+def flat_slices(rows: Rows, values_flat: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.split(values_flat, [len(c) for c in rows.completions]))
+
+
+def optimizer_step(model, optimizer, objective_fn, obj_cfg, rows: Rows, step_rows: np.ndarray, old: list, ref: list | None, cfg: TrainConfig, pad_id: int) -> dict[str, float]:
+    """One optimizer step over ``step_rows``: micro-batches, one backward each, then clip + step."""
+    from rladctl.logprobs import build_row_batch, length_buckets, pad_rows, sequence_logprobs
+    from rladctl.objectives import Denominators, LossInputs
+
+    index = [int(i) for i in step_rows]
+    lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
+    denominators = Denominators(num_tokens=float(sum(len(rows.completions[i]) for i in index)), num_seqs=float(len(index)))
+    loss_total, weighted, tokens = 0.0, {}, 0
+    optimizer.zero_grad(set_to_none=True)
+    for bucket in length_buckets(lengths, cfg.micro_batch_tokens):
+        ids = [index[j] for j in bucket]
+        batch = build_row_batch([rows.prompts[i] for i in ids], [rows.completions[i] for i in ids], pad_id, model.device)
+        with autocast(cfg, model):
+            student = sequence_logprobs(model, batch, rows.temperature, cfg.chunk_tokens).float()
+        lens = batch.lengths_B
+        to_bt = lambda values: pad_rows(torch.cat(values).to(model.device), lens)[0]  # noqa: E731
+        student_BT, mask_BT = pad_rows(student, lens)
+        inputs = LossInputs(
+            student_logprobs=student_BT, old_logprobs=to_bt([old[i] for i in ids]),
+            advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=model.device), mask=mask_BT,
+            teacher_logprobs=to_bt([torch.tensor(rows.teacher[i]) for i in ids]) if rows.teacher is not None else None,
+            ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None, denominators=denominators,
+        )
+        out = objective_fn(inputs, obj_cfg)
+        out.loss.backward()
+        loss_total += float(out.loss.detach())
+        n = int(mask_BT.sum())
+        tokens += n
+        for key, value in out.metrics.items():
+            weighted[key] = weighted.get(key, 0.0) + value * n
+    metrics = {key: value / max(tokens, 1) for key, value in weighted.items()}
+    metrics["loss"] = loss_total
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+    metrics["grad_norm"] = float(grad_norm)
+    metrics["tokens"] = tokens
+    metrics["reward_mean"] = float(rows.rewards[index].mean())
+    return metrics
+
+
+def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True) -> TrainSummary:
+    from rladctl.models import load_model, load_tokenizer, model_identity
+    from rladctl.objectives import NEEDS_TEACHER, get_objective, kdrl_beta
+
+    cfg: TrainConfig = recipe.train
+    obj_cfg = recipe.objective
+    objective_fn = get_objective(obj_cfg.name)
+    for key in ("model", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"no {key} given", "for train", f"pass --{key} or set train.{key} in the recipe")
+    out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
+    rows, refs = load_rows(cfg, obj_cfg.name, obj_cfg.name in NEEDS_TEACHER)
+    start_identity = model_identity(cfg.model)
+    described = {
+        "kind": S.CHECKPOINT, "inputs": [r["manifest_sha256"] for r in refs], "objective": to_plain(obj_cfg),
+        "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
+        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "inputs", "model")},
+    }
+    fp = fingerprint(described)
+    if is_complete(out):
+        if read_manifest(out).get("fingerprint") == fp:
+            log(f"[green]{out} is already complete for these inputs; nothing to do")
+            return summary_from(out, skipped=True)
+        if not overwrite:
+            raise ArtifactError(f"output directory {out} holds a checkpoint from a different run", None, "choose another --out, or pass --overwrite to replace it")
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
+    snap = latest_snapshot(partial, fp) if resume else None
+    if not resume or (partial.exists() and snap is None):
+        shutil.rmtree(partial, ignore_errors=True)
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model = load_model(cfg.model, dtype="float32", device=cfg.device, trust_remote_code=cfg.trust_remote_code, for_training=True)
+    check_vocab(model, tokenizer, rows, refs)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    everything = list(range(len(rows)))
+
+    # lp_old and lp_ref come from the start model, before any update (also when resuming).
+    log(f"train: {len(rows)} rows, objective {obj_cfg.name}; computing start-model log-probs")
+    start_lp = row_logprobs(model, rows, everything, cfg, pad_id, rows.temperature) if (cfg.recompute_old or obj_cfg.ref_beta > 0) else None
+    sampler = [torch.tensor(s, dtype=torch.float32) for s in rows.sampler]
+    old = flat_slices(rows, start_lp) if cfg.recompute_old else sampler
+    ref = reference_logprobs(cfg, obj_cfg, rows, everything, pad_id, start_lp)
+    gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old else 0.0
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    global_start = 0
+    start_state = load_training_state(cfg.model) if cfg.continue_optimizer else None
+    if start_state is not None and "optimizer" in start_state:
+        optimizer.load_state_dict(start_state["optimizer"])
+        global_start = int(start_state["step"])
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+
+    steps = schedule(len(rows), cfg)
+    metrics: list[dict] = []
+    done = 0
+    if snap is not None:
+        done, metrics = restore_snapshot(snap, model, optimizer)
+        log(f"resuming {out} from {snap.name} ({done} of {len(steps)} steps done)")
+    horizon = cfg.total_steps or (global_start + len(steps))
+    manifest_base = {
+        "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
+        "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
+    }
+    started, bad, skipped_steps = time.perf_counter(), 0, sum(1 for m in metrics if m.get("skipped"))
+    with meter(f"train {out.name}", total=len(steps)) as bar:
+        bar.advance(done)
+        for k in range(done, len(steps)):
+            step = global_start + k
+            lr = lr_at(cfg, step, horizon)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
+            t0 = time.perf_counter()
+            m = optimizer_step(model, optimizer, objective_fn, step_cfg, rows, steps[k], old, ref, cfg, pad_id)
+            finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])
+            if finite:
+                optimizer.step()
+                bad = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                bad += 1
+                skipped_steps += 1
+            seconds = time.perf_counter() - t0
+            m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite, sampler_old_gap=gap,
+                     dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
+            if obj_cfg.name == "kdrl":
+                m["kl_beta"] = step_cfg.kl_beta
+            metrics.append(m)
+            bar.advance(1, m["tokens"])
+            if bad >= cfg.max_bad_steps:
+                last = latest_snapshot(partial, fp)
+                raise TrainingDiverged(
+                    f"the loss was non-finite for {bad} consecutive steps (at step {step + 1})", f"training {out}",
+                    f"the last good checkpoint is {last or cfg.model}; lower train.lr or check the inputs",
+                )
+            if cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
+                save_checkpoint(partial / f"step-{k + 1:06d}", model, tokenizer, optimizer, step + 1, metrics, manifest_base | {"snapshot_step": k + 1})
+    model.eval()
+    seconds = time.perf_counter() - started
+    save_checkpoint(out, model, tokenizer, optimizer, global_start + len(steps), metrics, manifest_base | {
+        "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
+        "timings": {"seconds": round(seconds, 3)}, "final_metrics": metrics[-1] if metrics else {},
+    })
+    shutil.rmtree(partial, ignore_errors=True)
+    return summary_from(out, skipped=False)
+
+
+def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], pad_id: int, start_lp) -> list | None:
+    if obj_cfg.ref_beta <= 0:
+        return None
+    if not cfg.reference:
+        return flat_slices(rows, start_lp)
+    from rladctl.models import load_model
+
+    ref_model = load_model(cfg.reference, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    values = flat_slices(rows, row_logprobs(ref_model, rows, index, cfg, pad_id, rows.temperature))
+    del ref_model
+    return values
+
+
+def latest_snapshot(partial: Path, fp: str) -> Path | None:
+    if not partial.is_dir():
+        return None
+    for snap in sorted(partial.glob("step-*"), reverse=True):
+        manifest = read_manifest(snap) if snap.is_dir() else None
+        if manifest and manifest.get("fingerprint") == fp:
+            return snap
+    return None
+
+
+def restore_snapshot(snap: Path, model, optimizer) -> tuple[int, list[dict]]:
+    from safetensors.torch import load_file
+
+    state_dict = {}
+    for file in sorted(snap.glob("*.safetensors")):
+        state_dict.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:  # tied heads are not saved twice
+        raise ArtifactError(f"snapshot {snap} does not match the model", None, "delete it or re-run with --no-resume")
+    state = load_training_state(snap)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return int(read_manifest(snap)["snapshot_step"]), read_metrics(snap)
+
+
+def summary_from(out: Path, skipped: bool) -> TrainSummary:
+    manifest = read_manifest(out) or {}
+    metrics = read_metrics(out)
+    tokens = sum(int(m.get("tokens", 0)) for m in metrics)
+    seconds = float(manifest.get("timings", {}).get("seconds", 0.0))
+    return TrainSummary(
+        out=str(out), steps=len(metrics), rows=int(manifest.get("rows", 0)), tokens=tokens, seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds else 0.0, loss_last=float(metrics[-1]["loss"]) if metrics else float("nan"),
+        reward_mean=float(np.mean([m["reward_mean"] for m in metrics])) if metrics else 0.0,
+        skipped_steps=sum(1 for m in metrics if m.get("skipped")), skipped=skipped,
+    )
