@@ -97,7 +97,8 @@ def fingerprint(obj: Any) -> str:
 
 
 def write_output_error(path: Path, exc: OSError) -> ArtifactError:
-    return ArtifactError(f"cannot write {path} ({exc.strerror or exc})", None, "free disk space or choose a writable output directory, then re-run to resume")
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__)
+    return ArtifactError(f"cannot write {path} ({reason})", None, "free disk space or choose a writable output directory, then re-run to resume")
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,17 +128,28 @@ class ArtifactWriter:
             raise write_output_error(self.path, exc) from None
         manifest_path = self.path / MANIFEST
         if manifest_path.exists():
-            old = _read_manifest(manifest_path)
-            if old.get("fingerprint") == self.fingerprint and old.get("kind") == self.kind:
-                self.complete = True
-                return
-            self._refuse_or_clear("a complete artifact from a different run")
+            try:
+                old = _read_manifest(manifest_path)
+            except ArtifactError:  # a damaged manifest must not block --overwrite
+                old = None
+            if old and old.get("fingerprint") == self.fingerprint and old.get("kind") == self.kind:
+                if _parts_intact(self.path, old):
+                    self.complete = True
+                    return
+                manifest_path.unlink()  # a part went missing or changed after the fact: rebuild it
+                for entry in old["parts"]:
+                    part = self.path / entry["file"]
+                    if part.exists() and sha256_file(part) != entry["sha256"]:
+                        part.unlink()
+            else:
+                self._refuse_or_clear("a complete artifact from a different run" if old else f"an unreadable {MANIFEST}")
         self._scan_parts()
 
     def _scan_parts(self) -> None:
         for child in sorted(self.path.iterdir()):
             if is_temporary(child):
-                child.unlink(missing_ok=True)  # left by a killed writer; never complete
+                if not _writer_alive(child):
+                    child.unlink(missing_ok=True)  # left by a killed writer; never complete
                 continue
             match = PART_RE.match(child.name)
             if not match:
@@ -208,6 +220,27 @@ class ArtifactWriter:
             raise write_output_error(self.path / MANIFEST, exc) from None
         self.complete = True
         return manifest
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Temporary names end in the writer's pid; another live rank's file must be left alone."""
+    try:
+        pid = int(tmp.name.rsplit(TMP_MARK, 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parts_intact(path: Path, manifest: dict[str, Any]) -> bool:
+    return all((path / p["file"]).exists() and sha256_file(path / p["file"]) == p["sha256"] for p in manifest["parts"])
 
 
 def _schema_version() -> int:
@@ -359,11 +392,27 @@ def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
                 f"row {i} (prompt_id {table[PROMPT_ID][i].as_py()}, sample {table[SAMPLE_IDX][i].as_py()}) has {got[i]} values in '{column}' but {lengths[i]} completion tokens",
                 f"in {where}", "re-create the artifact; per-token columns must match completion_token_ids",
             )
-        flat = pc.list_flatten(table[column]).to_numpy(zero_copy_only=False)
+        rows, flat = _flatten_with_rows(table[column])
         if flat.dtype.kind == "f" and not np.isfinite(flat).all():
-            offsets = np.cumsum(lengths)
-            i = int(np.searchsorted(offsets, int(np.flatnonzero(~np.isfinite(flat))[0]), side="right"))
+            i = int(rows[np.flatnonzero(~np.isfinite(flat))[0]])
             raise ArtifactError(
                 f"column '{column}' holds NaN or inf (first in row {i}, prompt_id {table[PROMPT_ID][i].as_py()})",
                 f"in {where}", "re-create the artifact; log-probs must be finite",
             )
+
+
+def _flatten_with_rows(column):
+    """All leaf values of a (possibly nested) list column and the row each came from.
+
+    Nested columns (top-k: [T][k] per row) are flattened to the leaves, so their NaNs are found too.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    rows = np.arange(len(values))
+    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        rows = rows[pc.list_parent_indices(values).to_numpy(zero_copy_only=False)]
+        values = pc.list_flatten(values)
+    return rows, values.to_numpy(zero_copy_only=False)

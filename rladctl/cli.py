@@ -21,8 +21,9 @@ from rladctl.errors import RladError
 app = typer.Typer(
     name="rladctl",
     help="RL-aware knowledge distillation (RLAD / TRRD) for reasoning LLMs, as chained stages:\n\n"
-    "rollout -> score-teacher -> train, then eval. Every stage reads and writes artifact\n"
-    "directories (Parquet parts + manifest.json) and resumes where it stopped.",
+    "rollout -> score-teacher -> train, then eval; `run` loops them on-policy and `demo` shows the\n"
+    "whole pipeline on tiny local models. Every stage reads and writes artifact directories\n"
+    "(Parquet parts + manifest.json) and resumes where it stopped.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -77,7 +78,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 @app.command("init-model")
 def init_model_cmd(
-    out: Path = typer.Argument(..., help="Directory to write the Hugging Face model to."),
+    out: Optional[Path] = typer.Argument(None, help="Directory to write the Hugging Face model to.", show_default=False),
     preset: str = typer.Option("tiny-10m", "--preset", "-p", help="Size preset (see --list-presets)."),
     tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Reuse this model's tokenizer (teacher and student must share one)."),
     vocab_size: int = typer.Option(512, "--vocab-size", help="Vocabulary of the tokenizer trained from the task's text."),
@@ -97,9 +98,12 @@ def init_model_cmd(
     from rladctl.tasks import build_task
 
     if list_presets:
-        for name in PRESETS:
-            typer.echo(f"{name:12s} {count_params(name, vocab_size) / 1e6:8.2f}M parameters at vocab {vocab_size}")
+        for name, cfg in PRESETS.items():
+            vocab = cfg.get("vocab_size", vocab_size)
+            typer.echo(f"{name:12s} {count_params(name, vocab) / 1e6:9.2f}M parameters at vocabulary {vocab}")
         return
+    if out is None:
+        raise typer.BadParameter("give the output directory", param_hint="OUT")
     rec = load(recipe, {"task.name": task}, set_)
     texts = None if tokenizer_from else build_task(rec.task).corpus(corpus_size)
     path = init_model(out, preset, tokenizer=tokenizer_from, texts=texts, vocab_size=vocab_size, seed=seed, overwrite=overwrite)
@@ -224,6 +228,80 @@ def eval_cmd(
         table.add_row(*[str(c) for c in row])
     Console().print(table)
     Console().print(f"report: {result.report.get('md')}")
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="TOML recipe with [run], [rollout], [score_teacher], [train], [objective], [eval]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print the resolved plan; load no weights."),
+    set_: list[str] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The on-policy loop: rollout -> score-teacher -> train per iteration, evaluated; resumable.
+
+    Example: rladctl run recipes/demo.toml --set run.dir=runs/x --set run.student=models/student --set run.teacher=models/teacher
+    """
+    from rladctl.stages.run import dry_run as plan_only
+    from rladctl.stages.run import run_loop
+
+    rec = load(recipe, {}, set_)
+    if dry_run:
+        sys.stdout.write(json.dumps(plan_only(rec), indent=2, default=str) + "\n")
+        return
+    summary = run_loop(rec, overwrite=overwrite)
+    print_summary("run", summary, as_json)
+
+
+@app.command()
+def warmup(
+    model: Path = typer.Argument(..., help="Model directory to train in place (e.g. from init-model)."),
+    recipe: Optional[Path] = RecipeArg,
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task whose gold answers to learn (task.name)."),
+    steps: int = typer.Option(300, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Prompts per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine decay to 10%)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (also picks where in the training split to start)."),
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Supervised warm-up on gold answers: makes a tiny local teacher competent (no download).
+
+    Example: rladctl warmup models/teacher --recipe recipes/demo.toml --steps 600
+    """
+    from rladctl.warmup import warmup as run_warmup
+
+    rec = load(recipe, {"task.name": task}, set_)
+    print_summary("warmup", run_warmup(rec, model, steps=steps, batch_size=batch_size, lr=lr, seed=seed), as_json)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where models, the run and its report go."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="RLAD iterations (default: the demo recipe's)."),
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """The whole pipeline on tiny local models: warm-up, RLAD iterations, eval before vs after.
+
+    Example: rladctl demo --out runs/demo
+    """
+    from rladctl.demo import run_demo
+
+    summary = run_demo(out, iterations=iterations, overrides=set_)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"rladctl demo: the student before and after RLAD ({summary.seconds:.0f} s)", title_justify="left")
+    for column in ("student", *summary.before):
+        table.add_column(column)
+    for name, values in (("before", summary.before), ("after RLAD", summary.after)):
+        table.add_row(name, *[f"{v:.3f}" for v in values.values()])
+    Console().print(table)
+    Console().print(f"report: {summary.report}")
 
 
 def main() -> None:

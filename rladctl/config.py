@@ -24,6 +24,7 @@ class TaskConfig:
 
     name: str = "chain_sum"  # a reasoning-gym dataset name, or "file" for a local JSONL/Parquet
     config: dict = field(default_factory=dict)  # kwargs for reasoning_gym.create_dataset
+    mix: dict = field(default_factory=dict)  # key -> list of values: items cycle through every combination
     path: str = ""  # file tasks: JSONL or Parquet with a question and a gold answer per row
     question_field: str = "question"
     answer_field: str = "answer"
@@ -67,6 +68,12 @@ class RolloutConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
+    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,13 @@ class ScoreTeacherConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    backend: Literal["hf", "vllm"] = "hf"  # vllm: prompt_logprobs, temperature 1 only
+    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
+    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,24 @@ class EvalConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
+    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The on-policy loop: rollout (latest student) -> score-teacher -> train, evaluated as it goes."""
+
+    dir: str = ""  # RUN_DIR: iter-0000/{rollouts,scored,checkpoint}, eval/, report.md
+    student: str = ""  # the student at iteration 0
+    teacher: str = ""  # scores rollouts (trrd, kdrl) or writes them (sft = offline distillation)
+    iterations: int = 10
+    eval_every: int = 0  # evaluate every N iterations (0 = only before and after)
+    eval_before: bool = True  # evaluate the starting student too
 
 
 @dataclass(frozen=True)
@@ -145,6 +177,7 @@ class Recipe:
     score_teacher: ScoreTeacherConfig = field(default_factory=ScoreTeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 # Tables added by later modules register here so this file need not import them.
@@ -159,11 +192,20 @@ def register_table(name: str, cls: type) -> None:
 # loading
 
 
-def table_types() -> dict[str, type]:
-    from rladctl.objectives.base import ObjectiveConfig  # lives with the objectives it configures
-
+def _plain_tables() -> dict[str, type]:
     hints = typing.get_type_hints(Recipe)
-    tables = {f.name: hints[f.name] for f in dataclasses.fields(Recipe)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(Recipe)}
+
+
+def table_names() -> list[str]:
+    """Every recipe table's name, without importing the modules that define them."""
+    return [*_plain_tables(), "objective", *EXTRA_TABLES]
+
+
+def table_types() -> dict[str, type]:
+    from rladctl.objectives.base import ObjectiveConfig  # lives with the objectives it configures (imports torch)
+
+    tables = _plain_tables()
     tables["objective"] = ObjectiveConfig
     tables.update(EXTRA_TABLES)
     return tables
@@ -197,38 +239,59 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     source = "<defaults>"
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise MissingPathError(f"recipe {path} does not exist", fix="pass the path of a .toml recipe")
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} is not a file", fix="pass the path of a .toml recipe")
         try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"recipe {path} is not valid TOML ({exc})", fix="fix the TOML syntax") from None
+        except OSError as exc:
+            raise ConfigError(f"recipe {path} cannot be read ({exc.strerror or exc})", fix="check its permissions") from None
         source = str(path)
+    # Errors name the --set that supplied a value, not the file (or "<defaults>") it never came from.
+    origins: dict[str, str] = {}
+    file_tables = set(raw)
     for item in overrides:
-        apply_override(raw, item)
-    return build_recipe(raw, source)
+        key = apply_override(raw, item)
+        table, name = key.split(".")[:2]
+        origins[f"{table}.{name}"] = f"--set {item.strip()}"
+        if table not in file_tables:
+            origins.setdefault(table, f"--set {item.strip()}")
+    return build_recipe(raw, source, origins)
 
 
-def build_recipe(raw: dict[str, Any], source: str = "<dict>") -> LoadedRecipe:
-    types_ = table_types()
-    tables: dict[str, Any] = {}
+def build_recipe(raw: dict[str, Any], source: str = "<dict>", origins: dict[str, str] | None = None) -> LoadedRecipe:
+    """Type-check a parsed recipe. ``origins`` maps "table" or "table.key" to where its value came
+    from (e.g. "--set rollout.seed=1"); anything else is reported as coming from ``source``."""
+    origins = origins or {}
+    names = table_names()
     for name, value in raw.items():
-        if name not in types_:
-            hint = close_matches(name, types_)
-            raise ConfigError(f"unknown recipe table [{name}]", f"in {source}", hint or f"valid tables: {', '.join(sorted(types_))}")
+        where = f"in {origins.get(name, source)}"
+        if name not in names:
+            hint = close_matches(name, names)
+            raise ConfigError(f"unknown recipe table [{name}]", where, hint or f"valid tables: {', '.join(sorted(names))}")
         if not isinstance(value, dict):
-            raise ConfigError(f"recipe key '{name}' must be a table", f"in {source}", f"write it as [{name}]")
-    for name, cls in types_.items():
-        tables[name] = from_dict(cls, raw.get(name, {}), prefix=name, source=source)
+            raise ConfigError(f"recipe key '{name}' must be a table", where, f"write it as [{name}]")
+    # Plain tables first: their mistakes are reported before [objective] imports torch (~1 s).
+    tables: dict[str, Any] = {}
+    for name, cls in _plain_tables().items():
+        tables[name] = from_dict(cls, raw.get(name, {}), prefix=name, source=source, origins=origins)
+    for name, cls in table_types().items():
+        if name not in tables:
+            tables[name] = from_dict(cls, raw.get(name, {}), prefix=name, source=source, origins=origins)
     return LoadedRecipe(tables, source)
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b=value`` override in place; the value is parsed as TOML when it can be."""
+def apply_override(raw: dict[str, Any], item: str) -> str:
+    """Apply one ``a.b=value`` override in place and return its dotted key; the value is parsed as
+    TOML when it can be, else kept as a bare string."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' has no '='", "in --set", "write it as table.key=value")
     key, _, text = item.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = [part.strip() for part in key.split(".")]
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"override key '{key}' must name a table and a key", "in --set", "e.g. rollout.temperature=0.7")
     try:
@@ -241,17 +304,19 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override '{key}' goes through a non-table value", "in --set", "check the key path")
     node[parts[-1]] = value
+    return ".".join(parts)
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+def from_dict(cls: type, data: dict[str, Any], prefix: str, source: str, origins: dict[str, str] | None = None) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in hints:
+        where = (origins or {}).get(f"{prefix}.{key}", source)
+        if key not in names:
             hint = close_matches(key, names)
-            raise ConfigError(f"unknown recipe key '{prefix}.{key}'", f"in {source}", hint or f"valid keys of [{prefix}]: {', '.join(names)}")
-        kwargs[key] = coerce(value, hints[key], f"{prefix}.{key}", source)
+            raise ConfigError(f"unknown recipe key '{prefix}.{key}'", f"in {where}", hint or f"valid keys of [{prefix}]: {', '.join(names)}")
+        kwargs[key] = coerce(value, hints[key], f"{prefix}.{key}", where)
     return cls(**kwargs)
 
 
@@ -295,7 +360,12 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
 def _type_error(key: str, value: Any, hint: Any, source: str) -> ConfigError:
     name = getattr(hint, "__name__", str(hint))
-    return ConfigError(f"recipe key '{key}' must be {name}, got {type(value).__name__} {value!r}", f"in {source}", "fix the value's type")
+    if hint is str and not isinstance(value, (dict, list, tuple)):
+        shown = str(value).lower() if isinstance(value, bool) else value
+        fix = f'quote it to make it a string, e.g. {key}="{shown}"'  # --set x.y=2024 parses as an int
+    else:
+        fix = f"give {key} a value of type {name}"
+    return ConfigError(f"recipe key '{key}' must be {name}, got {type(value).__name__} {value!r}", f"in {source}", fix)
 
 
 def to_plain(value: Any) -> Any:

@@ -17,13 +17,16 @@ class RladError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        text = self.what
-        if self.where:
-            text += f", {self.where}"
-        text += "."
+        text = _sentence(f"{self.what}, {self.where}" if self.where else self.what)
         if self.fix:
-            text += f" {self.fix.rstrip('.')}."
+            text += f" {_sentence(self.fix)}"
         return " ".join(text.split())  # exactly one line
+
+
+def _sentence(text: str) -> str:
+    """End with one full stop, unless the text already ends a sentence ("did you mean 'x'?")."""
+    text = text.strip().rstrip(".")
+    return text if text.endswith(("?", "!")) else f"{text}."
 
 
 class ConfigError(RladError, ValueError):

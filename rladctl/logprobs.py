@@ -21,17 +21,25 @@ def _chunk_logits(h: torch.Tensor, w: torch.Tensor, temperature: float) -> torch
     return (h @ w.T).float() / temperature  # [n, v] float32
 
 
-def _logsumexp_chunked(h_NH: torch.Tensor, w_VH: torch.Tensor, temperature: float, chunk_vocab: int) -> torch.Tensor:
-    """Online logsumexp over vocabulary chunks; returns [N] float32."""
+def _logsumexp_chunked(h_NH: torch.Tensor, w_VH: torch.Tensor, temperature: float, chunk_vocab: int, targets_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online logsumexp over vocabulary chunks, and each target's logit from the same chunks.
+
+    Taking the target logit from the very matmul that feeds the logsumexp keeps log p <= 0 and the
+    forward consistent with the backward's softmax, also in bf16. Returns ([N], [N]) float32.
+    """
     running_max = torch.full((h_NH.shape[0],), -float("inf"), dtype=torch.float32, device=h_NH.device)
     running_sum = torch.zeros_like(running_max)
+    target_logit = torch.zeros_like(running_max)
     for v0 in range(0, w_VH.shape[0], chunk_vocab):
         logits = _chunk_logits(h_NH, w_VH[v0 : v0 + chunk_vocab], temperature)  # [N, v]
+        local = targets_N - v0
+        inside = (local >= 0) & (local < logits.shape[1])
+        target_logit = torch.where(inside, logits.gather(1, local.clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1), target_logit)
         chunk_max = logits.max(dim=-1).values
         new_max = torch.maximum(running_max, chunk_max)
         running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(logits - new_max[:, None]).sum(-1)
         running_max = new_max
-    return running_max + torch.log(running_sum)
+    return running_max + torch.log(running_sum), target_logit
 
 
 class _ChunkedLogProb(torch.autograd.Function):
@@ -41,8 +49,7 @@ class _ChunkedLogProb(torch.autograd.Function):
         lse_N = torch.empty_like(out)
         for t0 in range(0, h_NH.shape[0], chunk_tokens):
             h = h_NH[t0 : t0 + chunk_tokens]  # [n, H]
-            lse = _logsumexp_chunked(h, w_VH, temperature, chunk_vocab)
-            target_logit = (h * w_VH[targets_N[t0 : t0 + chunk_tokens]]).sum(-1).float() / temperature
+            lse, target_logit = _logsumexp_chunked(h, w_VH, temperature, chunk_vocab, targets_N[t0 : t0 + chunk_tokens])
             out[t0 : t0 + chunk_tokens] = target_logit - lse
             lse_N[t0 : t0 + chunk_tokens] = lse
         ctx.save_for_backward(h_NH, w_VH, targets_N, lse_N)
@@ -143,6 +150,13 @@ def output_head(model) -> torch.Tensor:
     return head.weight
 
 
+def completion_hidden(model, batch: RowBatch) -> torch.Tensor:
+    """Final hidden states at the positions that predict completion tokens, [N, H]."""
+    backbone = model.get_decoder()
+    hidden_BLH = backbone(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL, use_cache=False).last_hidden_state
+    return hidden_BLH[batch.rows_N, batch.positions_N]
+
+
 def sequence_logprobs(
     model,
     batch: RowBatch,
@@ -151,10 +165,28 @@ def sequence_logprobs(
     chunk_vocab: int = 32_768,
 ) -> torch.Tensor:
     """Log-prob of every completion token, flat [N] float32 in row-major order (row, then t)."""
-    backbone = model.get_decoder()
-    hidden_BLH = backbone(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL, use_cache=False).last_hidden_state
-    h_NH = hidden_BLH[batch.rows_N, batch.positions_N]
+    h_NH = completion_hidden(model, batch)
     return lm_head_logprobs(h_NH, output_head(model), batch.targets_N, temperature, chunk_tokens, chunk_vocab)
+
+
+@torch.no_grad()
+def topk_logprobs(h_NH: torch.Tensor, w_VH: torch.Tensor, k: int, temperature: float = 1.0, chunk_tokens: int = 1024, chunk_vocab: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k ids [N, k] (int32) and log-probs [N, k] (float32), O(chunk_tokens x chunk_vocab) memory."""
+    ids_out, lps_out = [], []
+    dummy = torch.zeros(0, dtype=torch.long, device=h_NH.device)
+    for t0 in range(0, h_NH.shape[0], chunk_tokens):
+        h = h_NH[t0 : t0 + chunk_tokens]
+        lse, _ = _logsumexp_chunked(h, w_VH, temperature, chunk_vocab, dummy.new_zeros(h.shape[0]))
+        best_v = torch.full((h.shape[0], 0), -float("inf"), device=h.device)
+        best_i = torch.zeros((h.shape[0], 0), dtype=torch.long, device=h.device)
+        for v0 in range(0, w_VH.shape[0], chunk_vocab):
+            logits = _chunk_logits(h, w_VH[v0 : v0 + chunk_vocab], temperature)
+            values, index = logits.topk(min(k, logits.shape[1]), dim=-1)
+            best_v, order = torch.cat([best_v, values], 1).topk(min(k, best_v.shape[1] + values.shape[1]), dim=-1)
+            best_i = torch.cat([best_i, index + v0], 1).gather(1, order)
+        ids_out.append(best_i.to(torch.int32))
+        lps_out.append(best_v - lse[:, None])
+    return torch.cat(ids_out), torch.cat(lps_out)
 
 
 def split_rows(flat_N: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:

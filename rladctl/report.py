@@ -2,14 +2,15 @@
 
 Tables come as (header, rows) for the CLI to render with rich, and as markdown for report.md.
 Plots use matplotlib's object API on an Agg canvas (no pyplot, no global backend switch, so a
-caller's notebook backend is left alone). Every file is written to ``<name>.tmp`` in the same
-directory and renamed into place.
+caller's notebook backend is left alone). Every file goes through
+``rladctl.artifacts.atomic_write_bytes`` (hidden temporary sibling, then rename), and a file that
+already holds the same bytes is left untouched, so re-running a finished eval changes nothing.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 from rladctl.errors import ConfigError, close_matches
@@ -128,8 +129,8 @@ def write_report(
     pass_at_k_plot(paths["pass_at_k"], summaries, K, title)
     if has_levels:
         difficulty_plot(paths["difficulty"], summaries, K, title)
-    _atomic_write_text(paths["json"], report_json(summaries, K, title))
-    _atomic_write_text(paths["md"], report_markdown(summaries, K, title, extra_md, has_levels))
+    _write(paths["json"], report_json(summaries, K, title).encode())
+    _write(paths["md"], report_markdown(summaries, K, title, extra_md, has_levels).encode())
     return paths
 
 
@@ -176,36 +177,53 @@ def report_markdown(
 # --- plots ----------------------------------------------------------------------------------------
 
 
+MARKERS = "osD^vPX*"
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def pass_at_k_plot(path, summaries: dict[str, Summary], K: int, title: str) -> Path:
-    """Pass@k against k on a log2 axis, one line per label, shaded 95% interval where known."""
+    """Pass@k against k on a log2 axis, one line per label, shaded 95% interval where known.
+
+    The y axis is always [0, 1] (a flat line at 0 stays where it belongs), and each label has its
+    own marker, line style and a shrinking marker size, so models with equal scores stay visible.
+    """
     ks = ks_for(K)
-    fig, ax = _figure()
-    for label, s in summaries.items():
+    fig, ax = _figure(height=4.8)
+    for i, (label, s) in enumerate(summaries.items()):
         pts = [(k, s.overall.pass_at[k]) for k in ks if k in s.overall.pass_at]
         if not pts:
             continue
         xs, ys = zip(*pts)
-        (line,) = ax.plot(xs, ys, marker="o", label=label)
+        (line,) = ax.plot(
+            xs, ys, label=label, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+            markersize=max(3.0, 9.0 - 1.5 * i), zorder=2 + i,
+        )
         cis = [s.overall.pass_at_ci.get(k) for k in xs]
         if all(cis):
-            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.15)
+            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
-    ax.set_xlabel("k (samples)")
+    ax.set_xlabel("k (samples drawn per prompt)")
     ax.set_ylabel("Pass@k")
-    ax.set_title(f"{title}: Pass@k")
+    _unit_interval(ax)
+    ax.set_title(f"{title}\nPass@k{_samples_note(summaries)}", fontsize="medium")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    _legend_below(fig, summaries)
     return _save(fig, path)
 
 
 def difficulty_plot(path, summaries: dict[str, Summary], K: int, title: str) -> Path:
-    """Grouped bars: Mean@K per difficulty level (then "all"), one bar per label, 95% CI whiskers."""
+    """Grouped bars: Mean@K per difficulty level (then "all"), one bar per label, 95% CI whiskers.
+
+    Each bar carries its value, so a level where a model scores 0 still shows a readable "0.00".
+    """
     levels = difficulty_levels(summaries)
     columns = levels + [ALL_LEVELS]
-    fig, ax = _figure(width=min(11.0, max(6.4, 1.2 + 0.3 * len(columns) * len(summaries))), height=4.8)
+    fig_width = min(11.0, max(6.4, 1.2 + 0.3 * len(columns) * len(summaries)))
+    fig, ax = _figure(width=fig_width, height=4.8)
     width = 0.8 / len(summaries)
+    crowded = (fig_width - 1.2) / len(columns) * width < 0.3  # inches per bar: "0.00" needs ~0.25
     for i, (label, s) in enumerate(summaries.items()):
         groups = [s.by_difficulty.get(lvl) for lvl in levels] + [s.overall]
         xs = [j + (i - (len(summaries) - 1) / 2) * width for j, g in enumerate(groups) if g]
@@ -214,16 +232,31 @@ def difficulty_plot(path, summaries: dict[str, Summary], K: int, title: str) -> 
         err = None
         if all(g.mean_ci for g in present):
             err = [[y - g.mean_ci[0] for y, g in zip(ys, present)], [g.mean_ci[1] - y for y, g in zip(ys, present)]]
-        ax.bar(xs, ys, width=width, yerr=err, capsize=2, label=label)
+        bars = ax.bar(xs, ys, width=width, yerr=err, capsize=2, label=label, error_kw={"linewidth": 0.8})
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=6 if crowded else 7, rotation=90 if crowded else 0)
     ax.set_xticks(range(len(columns)), columns)
     ax.set_xlabel("difficulty level")
     ax.set_ylabel(f"Mean@{K}")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(f"{title}: Mean@{K} by difficulty")
+    _unit_interval(ax, top=1.15)  # room for the value above a bar at 1.0
+    ax.set_title(f"{title}\nMean@{K} by difficulty{_samples_note(summaries)}", fontsize="medium")
     ax.grid(True, axis="y", alpha=0.3)
-    # below the axes: bars reach 1.0 wherever a model solves a level, and would hide under it
-    fig.legend(loc="outside lower center", ncols=min(len(summaries), 5), frameon=False)
+    _legend_below(fig, summaries)
     return _save(fig, path)
+
+
+def _unit_interval(ax, top: float = 1.03) -> None:
+    ax.set_ylim(-0.03, top)
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def _samples_note(summaries: dict[str, Summary]) -> str:
+    ns = {s.n for s in summaries.values()}
+    return f" (n = {ns.pop()} samples per prompt)" if len(ns) == 1 else ""
+
+
+def _legend_below(fig, summaries: dict[str, Summary]) -> None:
+    # outside the axes: lines and bars reach 1.0 wherever a model solves everything
+    fig.legend(loc="outside lower center", ncols=min(len(summaries), 5), frameon=False)
 
 
 def curve_plot(path, series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, title: str) -> Path:
@@ -252,16 +285,22 @@ def _figure(width: float = 6.4, height: float = 4.4):
 
 
 def _save(fig, path) -> Path:
+    buffer = io.BytesIO()
+    # no "Software" tag: the same data gives the same bytes
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return _write(path, buffer.getvalue())
+
+
+def _write(path, data: bytes) -> Path:
+    """Atomically write ``data`` unless ``path`` already holds exactly these bytes."""
+    from rladctl.artifacts import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # no "Software" tag: the same data gives the same bytes
-    fig.savefig(tmp, format="png", metadata={"Software": None})
-    os.replace(tmp, path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path
+    except OSError:  # absent or unreadable: write it
+        pass
+    atomic_write_bytes(path, data)
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

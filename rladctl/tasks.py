@@ -136,45 +136,52 @@ class GymTask(Task):
         super().__init__(cfg)
         self.name = cfg.name
         self.reward_version = f"reasoning_gym=={version('reasoning-gym')}"
-        self._config = _check_gym_config(cfg)
+        self._configs = _mixed_configs(cfg, _check_gym_config(cfg))
         self._make_dataset = functools.lru_cache(maxsize=64)(self._create_dataset)
         self._entry = functools.lru_cache(maxsize=4096)(self._make_entry)
         self._held_out: frozenset[str] | None = None
-        self._create_dataset(cfg.seed, 1)  # surfaces the config's own validation errors now, cheaply
+        for mix in range(len(self._configs)):
+            self._create_dataset(cfg.seed, 1, mix)  # surfaces the config's own validation errors now, cheaply
 
     def split_size(self, split: str) -> int:
         self._check_split(split)
         return self.cfg.size if split == "train" else self.cfg.eval_size
 
-    def _create_dataset(self, seed: int, size: int):
+    def _create_dataset(self, seed: int, size: int, mix: int = 0):
         import reasoning_gym
 
         try:
-            return reasoning_gym.create_dataset(self.name, seed=seed, size=size, **self._config)
+            return reasoning_gym.create_dataset(self.name, seed=seed, size=size, **self._configs[mix])
         except (AssertionError, ValueError, TypeError) as exc:
             raise ConfigError(f"task '{self.name}' rejects its config ({exc or type(exc).__name__})", "in task.config", "fix the value; see the dataset's config class in reasoning_gym") from None
 
-    def _make_entry(self, seed: int, size: int, index: int) -> dict:
-        return self._make_dataset(seed, size)[index]
+    def _make_entry(self, seed: int, size: int, index: int, mix: int = 0) -> dict:
+        # With a mix, position p is item p // m of combination p % m (m combinations).
+        m = len(self._configs)
+        return self._make_dataset(seed, -(-size // m), mix)[index // m]
 
     def _held_out_questions(self) -> frozenset[str]:
         if self._held_out is None:
-            self._held_out = frozenset(self._entry(self.cfg.eval_seed, self.cfg.eval_size, i)["question"] for i in range(self.cfg.eval_size))
+            m = len(self._configs)
+            self._held_out = frozenset(self._entry(self.cfg.eval_seed, self.cfg.eval_size, i, i % m)["question"] for i in range(self.cfg.eval_size))
         return self._held_out
 
     def _item(self, split: str, position: int) -> TaskItem:
         seed, size = (self.cfg.seed, self.cfg.size) if split == "train" else (self.cfg.eval_seed, self.cfg.eval_size)
-        entry = self._entry(seed, size, position)
+        mix = position % len(self._configs)
+        entry = self._entry(seed, size, position, mix)
         if split == "train":
             held_out = self._held_out_questions()
             for draw in range(1, MAX_DRAWS + 1):
                 if entry["question"] not in held_out:
                     break
                 seed = self.cfg.seed + draw * size
-                entry = self._entry(seed, size, position)
+                entry = self._entry(seed, size, position, mix)
             else:
                 raise ConfigError(f"task '{self.name}' keeps drawing evaluation questions for training item {position}", "in [task]", "its question space is too small to hold out task.eval_size items; lower task.eval_size or widen task.config")
         metadata = {**json_safe(entry.get("metadata", {})), "split": split, "index": position, "seed": seed}
+        if len(self._configs) > 1:
+            metadata["mix"] = mix
         return TaskItem(f"{self.name}/{split}/{position:07d}", str(entry["question"]), str(entry["answer"]), metadata)
 
     def score(self, metadata: dict, extracted: str) -> float:
@@ -184,11 +191,29 @@ class GymTask(Task):
         size = self.split_size(split)
         seed = metadata.get("seed", self.cfg.seed if split == "train" else self.cfg.eval_seed)
         try:
-            entry = self._entry(seed, size, index)
-            value = float(self._make_dataset(seed, size).score_answer(extracted, entry))
+            mix = int(metadata.get("mix", 0))
+            entry = self._entry(seed, size, index, mix)
+            value = float(self._make_dataset(seed, -(-size // len(self._configs)), mix).score_answer(extracted, entry))
         except Exception:  # a verifier that chokes on a strange answer gives no reward
             return 0.0
         return min(1.0, max(0.0, value))
+
+
+def _mixed_configs(cfg: TaskConfig, base: dict) -> list[dict]:
+    """One config per combination of ``task.mix`` values (e.g. n_people = [2, 3, ..., 8])."""
+    import itertools
+
+    if not cfg.mix:
+        return [base]
+    keys = sorted(cfg.mix)
+    for key in keys:
+        values = cfg.mix[key]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"task.mix.{key} must be a non-empty list", "in task.mix", f"e.g. {key} = [2, 3, 4]")
+        if key in base:
+            raise ConfigError(f"task key '{key}' is set in both task.config and task.mix", "in [task]", "set it in one of them")
+    _check_gym_config(TaskConfig(name=cfg.name, config={k: cfg.mix[k][0] for k in keys}, size=cfg.size, eval_size=cfg.eval_size))
+    return [base | dict(zip(keys, combo)) for combo in itertools.product(*(cfg.mix[k] for k in keys))]
 
 
 def _check_gym_config(cfg: TaskConfig) -> dict:

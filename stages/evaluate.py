@@ -1,9 +1,9 @@
 """`rladctl eval`: sample n >= K completions per held-out prompt, verify, report Pass@k and Mean@k.
 
-Each model gets an eval artifact ``<out>/<label>/`` (rollout rows + ``correct``), produced by the
-same sampling path as rollout, so it resumes the same way. ``--from`` skips sampling and scores
-existing rollouts/eval artifacts. All models land in one report: ``report.json``, ``report.md``,
-``pass_at_k.png`` and ``difficulty.png``.
+Each model gets an eval artifact ``<out>/<label>/`` (rollout rows + ``correct``; the label made a
+safe, unique directory name), produced by the same sampling path as rollout, so it resumes the
+same way. ``--from`` skips sampling and scores existing rollouts/eval artifacts. All models land
+in one report: ``report.json``, ``report.md``, ``pass_at_k.png`` and ``difficulty.png``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from rladctl import schema as S
 from rladctl.artifacts import open_artifact
-from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, TaskConfig, build_recipe
+from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, build_recipe
 from rladctl.errors import ConfigError
 from rladctl.progress import log
 
@@ -27,27 +27,44 @@ class EvalResult:
     K: int
     header: list[str]
     rows: list[list[str]]
-    summaries: dict[str, Any]
+    summaries: dict[str, Any]  # label -> metrics.Summary, in the order the models were given
     report: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "K": self.K, "report": self.report, "summaries": {k: v.to_dict() for k, v in self.summaries.items()}}
 
 
+def safe_name(text: str) -> str:
+    """A directory name for a label: no separators, no leading dots ("..", ".hidden")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).lstrip(".") or "model"
+
+
+def unique(names: list[str]) -> list[str]:
+    """Repeats get -2, -3, ... suffixes; a suffix never takes a name that another source has."""
+    originals, out = set(names), []
+    for name in names:
+        candidate, i = name, 1
+        while candidate in out or (i > 1 and candidate in originals):
+            i += 1
+            candidate = f"{name}-{i}"
+        out.append(candidate)
+    return out
+
+
 def labels_for(cfg: EvalConfig, sources: list[str]) -> list[str]:
-    if cfg.labels:
-        if len(cfg.labels) != len(sources):
-            raise ConfigError(f"{len(cfg.labels)} labels for {len(sources)} models", "in eval.labels", "give one label per model or none")
-        return list(cfg.labels)
-    labels, seen = [], {}
-    for src in sources:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(src.rstrip("/")).name or "model")
-        seen[base] = seen.get(base, 0) + 1
-        labels.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return labels
+    """Row names: ``eval.labels`` as given, else each source's directory name (repeats get -2 ...)."""
+    if not cfg.labels:
+        return unique([safe_name(Path(src.rstrip("/")).name) for src in sources])
+    if len(cfg.labels) != len(sources):
+        raise ConfigError(f"{len(cfg.labels)} labels for {len(sources)} models", "in eval.labels", "give one label per model or none")
+    repeated = sorted({label for label in cfg.labels if cfg.labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(f"label {repeated[0]!r} is given twice", "in eval.labels", "give every model its own label")
+    return list(cfg.labels)
 
 
 def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n: int, overwrite: bool) -> Path:
+    """Sample ``n`` completions per eval-split prompt into the eval artifact ``out`` (resumable)."""
     from rladctl.stages.rollout import generate_artifact
 
     rollout_cfg = RolloutConfig(
@@ -57,38 +74,52 @@ def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n
         trust_remote_code=cfg.trust_remote_code,
     )
     threshold = cfg.threshold
-    correct = lambda cols: {S.CORRECT: [r >= threshold for r in cols[S.REWARD]]}  # noqa: E731
-    generate_artifact(recipe, rollout_cfg, S.EVAL, overwrite, extra_columns=correct, extra_manifest={"eval": {"threshold": threshold, "pass_at": cfg.pass_at}})
+
+    def correct(cols: dict[str, list]) -> dict[str, list]:
+        return {S.CORRECT: [reward >= threshold for reward in cols[S.REWARD]]}
+
+    # The threshold decides the `correct` column, so it is part of the artifact's identity; K is
+    # not (it only changes the report), so a new --pass-at reuses the samples.
+    generate_artifact(recipe, rollout_cfg, S.EVAL, overwrite, extra_columns=correct, extra_manifest={"eval": {"threshold": threshold}})
     return out
 
 
+def difficulty_of(task_cfg: dict, difficulty_field: str):
+    """``metadata -> level or None`` for the task an artifact's manifest records.
+
+    Uses the Task base class's rule (task.difficulty_field, else the task's default field) without
+    building the task, so scoring an artifact needs neither its data file nor its dataset.
+    """
+    from rladctl.tasks import Task
+
+    if not task_cfg:
+        return lambda metadata: None
+    cfg = build_recipe({"task": task_cfg | ({"difficulty_field": difficulty_field} if difficulty_field else {})}).task
+    probe = Task(cfg)
+    probe.name = cfg.name
+    return probe.difficulty
+
+
 def prompt_results(path: Path, difficulty_field: str = ""):
-    """Per-prompt scores of an artifact, with each prompt's difficulty level from its task."""
+    """``(task name, per-prompt scores)`` of an artifact, each prompt with its difficulty level."""
     from rladctl.metrics import PromptResult
-    from rladctl.tasks import build_task
 
     artifact = open_artifact(path, (S.ROLLOUTS, S.SCORED, S.EVAL), role="eval")
     task_cfg = artifact.manifest.get("task") or {}
-    if difficulty_field:
-        task_cfg = task_cfg | {"difficulty_field": difficulty_field}
-    task = build_task(build_recipe({"task": task_cfg}).task) if task_cfg else None
+    level_of = difficulty_of(task_cfg, difficulty_field)
     table = artifact.table([S.PROMPT_ID, S.TASK_METADATA, S.REWARD])
     by_prompt: dict[str, PromptResult] = {}
     for pid, meta, reward in zip(table[S.PROMPT_ID].to_pylist(), table[S.TASK_METADATA].to_pylist(), table[S.REWARD].to_pylist()):
         if pid not in by_prompt:
-            level = task.difficulty(json.loads(meta)) if task is not None else None
+            level = level_of(json.loads(meta))
             by_prompt[pid] = PromptResult(pid, None if level is None else str(level), [])
         by_prompt[pid].scores.append(float(reward))
-    return list(by_prompt.values())
+    return task_cfg.get("name", ""), list(by_prompt.values())
 
 
-def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
-    from rladctl.metrics import summarize
-    from rladctl.report import comparison_rows, write_report
-
-    cfg: EvalConfig = recipe.eval
-    K = cfg.pass_at
-    n = cfg.n or K
+def check_request(cfg: EvalConfig) -> int:
+    """Refuse impossible requests before any model loads; returns n, the samples per prompt."""
+    K, n = cfg.pass_at, cfg.n or cfg.pass_at
     if K < 1:
         raise ConfigError(f"--pass-at must be >= 1, got {K}", None, "use e.g. --pass-at 32")
     if n < K:
@@ -97,16 +128,30 @@ def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
         raise ConfigError("give either models to sample or artifacts to score", "for eval", "pass --model DIR (repeatable) or --from ARTIFACT (repeatable)")
     if not cfg.out:
         raise ConfigError("no output directory given", "for eval", "pass --out DIR or set eval.out")
+    return n
+
+
+def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
+    from rladctl.metrics import summarize
+    from rladctl.report import comparison_rows, write_report
+
+    cfg: EvalConfig = recipe.eval
+    K, n = cfg.pass_at, check_request(cfg)
     out = Path(cfg.out)
     sources = list(cfg.models or cfg.from_artifacts)
     labels = labels_for(cfg, sources)
-    summaries = {}
-    for label, source in zip(labels, sources):
-        path = sample_model(recipe, cfg, source, out / label, n, overwrite) if cfg.models else Path(source)
-        results = prompt_results(path, recipe.task.difficulty_field)
-        summaries[label] = summarize(results, K, threshold=cfg.threshold, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    dirs = unique([safe_name(label) for label in labels])
+    summaries, tasks = {}, []
+    for label, dir_name, source in zip(labels, dirs, sources):
+        path = sample_model(recipe, cfg, source, out / dir_name, n, overwrite) if cfg.models else Path(source)
+        task_name, results = prompt_results(path, recipe.task.difficulty_field)
+        tasks.append(task_name)
+        try:
+            summaries[label] = summarize(results, K, threshold=cfg.threshold, bootstrap=cfg.bootstrap, seed=cfg.seed)
+        except ConfigError as exc:  # name the artifact: with several, "the eval results" is ambiguous
+            raise ConfigError(exc.what, f"in {path}", exc.fix) from None
         log(f"eval {label}: Mean@{K} {summaries[label].overall.mean:.3f}, Pass@{K} {summaries[label].overall.pass_at[K]:.3f}")
-    title = f"rladctl eval: {recipe.task.name if cfg.models else 'artifacts'}, Pass@{K} / Mean@{K}"
-    files = write_report(out, summaries, K, title)
+    task_names = ", ".join(dict.fromkeys(t for t in tasks if t)) or "artifacts"
+    files = write_report(out, summaries, K, f"rladctl eval: {task_names}")
     header, rows = comparison_rows(summaries, K)
     return EvalResult(str(out), K, header, rows, summaries, {k: str(v) for k, v in files.items()})

