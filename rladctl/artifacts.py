@@ -119,6 +119,9 @@ class ArtifactWriter:
     overwrite: bool = False
     done: set[int] = field(default_factory=set)
     complete: bool = False
+    # Only one writer may delete a killed run's temporary files: under torchrun rank 0 does, before
+    # the other ranks start (a pid from another node says nothing about whether its writer is alive).
+    clean_temporary: bool = True
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -148,7 +151,7 @@ class ArtifactWriter:
     def _scan_parts(self) -> None:
         for child in sorted(self.path.iterdir()):
             if is_temporary(child):
-                if not _writer_alive(child):
+                if self.clean_temporary and not _writer_alive(child):
                     child.unlink(missing_ok=True)  # left by a killed writer; never complete
                 continue
             match = PART_RE.match(child.name)
@@ -171,6 +174,13 @@ class ArtifactWriter:
         for child in self.path.iterdir():
             if PART_RE.match(child.name) or is_temporary(child):
                 child.unlink()
+
+    def refresh(self) -> None:
+        """Count the parts other ranks have written since (same fingerprint) as done."""
+        for child in self.path.iterdir():
+            match = PART_RE.match(child.name)
+            if match and int(match.group(1)) not in self.done and _part_fingerprint(child) == self.fingerprint:
+                self.done.add(int(match.group(1)))
 
     def write_part(self, index: int, table) -> None:
         import pyarrow.parquet as pq
@@ -220,6 +230,35 @@ class ArtifactWriter:
             raise write_output_error(self.path / MANIFEST, exc) from None
         self.complete = True
         return manifest
+
+
+def open_writer(path: Path, kind: str, fingerprint: str, overwrite: bool = False) -> ArtifactWriter:
+    """An ArtifactWriter on every rank of a torchrun job (just one for a single process).
+
+    Rank 0 opens the directory first: it alone refuses, clears (``--overwrite``) or repairs it, and
+    removes a killed run's temporary files. The other ranks open it after, and find what rank 0 left.
+    A refusal on rank 0 is raised on every rank, so none waits for the others forever.
+    """
+    from rladctl import distributed
+
+    writer = distributed.main_only(lambda: ArtifactWriter(Path(path), kind, fingerprint, overwrite))
+    return writer or ArtifactWriter(Path(path), kind, fingerprint, overwrite, clean_temporary=False)
+
+
+def finalize_shared(writer: ArtifactWriter, num_parts: int, **fields: Any) -> None:
+    """``writer.finalize`` once every rank has written its parts: rank 0 writes the manifest.
+
+    Call it on every rank; it returns on all of them once the manifest exists.
+    """
+    from rladctl import distributed
+
+    def finalize() -> None:
+        writer.refresh()  # the parts the other ranks wrote
+        writer.finalize(num_parts, **fields)
+
+    distributed.barrier()  # every rank's parts are in place
+    distributed.main_only(finalize)
+    writer.complete = True
 
 
 def _writer_alive(tmp: Path) -> bool:
@@ -311,9 +350,15 @@ class Artifact:
         tables = [t for _, t in self.iter_parts(columns)]
         return pa.concat_tables(tables) if tables else None
 
+    @property
+    def content_id(self) -> str:
+        """Hash of the data alone (kind + part checksums): unlike the manifest's own sha256 it does
+        not change with timings, so downstream fingerprints stay stable across identical re-runs."""
+        return fingerprint({"kind": self.kind, "parts": [p["sha256"] for p in self.manifest["parts"]]})
+
     def reference(self) -> dict[str, str]:
         """How a downstream manifest names this artifact as an input."""
-        return {"path": str(self.path), "kind": self.kind, "manifest_sha256": self.sha256}
+        return {"path": str(self.path), "kind": self.kind, "manifest_sha256": self.sha256, "content_id": self.content_id}
 
 
 def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True, role: str = "input") -> Artifact:

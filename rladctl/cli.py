@@ -48,6 +48,10 @@ def overrides(pairs: dict[str, Any], extra: list[str]) -> list[str]:
 
 
 def print_summary(title: str, summary: Any, as_json: bool) -> None:
+    from rladctl.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 speaks for all
+        return
     data = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -89,12 +93,17 @@ def init_model_cmd(
     set_: list[str] = SetOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and their sizes, then exit."),
+    shrink_from: Optional[Path] = typer.Option(None, "--shrink-from", help="Cut the model from this one instead (depth pruning; see --keep-layers)."),
+    keep_layers: Optional[str] = typer.Option(None, "--keep-layers", help="With --shrink-from: comma-separated decoder layers to keep, e.g. 0,3."),
 ) -> None:
-    """Build a tiny random-init model plus a locally trained tokenizer (no download).
+    """Build a tiny model with a locally trained tokenizer, or cut a student from a teacher.
+
+    No download: a size preset with random weights (tokenizer trained on the task's text), or
+    --shrink-from TEACHER --keep-layers 0,3 for a depth-pruned student that shares its tokenizer.
 
     Example: rladctl init-model models/teacher --preset tiny-4m --task chain_sum
     """
-    from rladctl.models import PRESETS, count_params, init_model
+    from rladctl.models import PRESETS, count_params, init_model, shrink_model
     from rladctl.tasks import build_task
 
     if list_presets:
@@ -104,6 +113,14 @@ def init_model_cmd(
         return
     if out is None:
         raise typer.BadParameter("give the output directory", param_hint="OUT")
+    if shrink_from is not None:
+        try:
+            layers = [int(x) for x in (keep_layers or "").split(",") if x.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"'{keep_layers}' is not a comma-separated list of layer numbers", param_hint="--keep-layers") from None
+        path = shrink_model(shrink_from, out, layers, overwrite=overwrite)
+        typer.echo(f"wrote {path} (layers {layers} of {shrink_from}; heal it with rladctl warmup)")
+        return
     rec = load(recipe, {"task.name": task}, set_)
     texts = None if tokenizer_from else build_task(rec.task).corpus(corpus_size)
     path = init_model(out, preset, tokenizer=tokenizer_from, texts=texts, vocab_size=vocab_size, seed=seed, overwrite=overwrite)
@@ -215,6 +232,10 @@ def eval_cmd(
         if values:
             pairs[key] = values
     result = run_eval(load(recipe, pairs, set_), overwrite=overwrite)
+    from rladctl.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 speaks for all
+        return
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
         return
@@ -302,6 +323,27 @@ def demo(
         table.add_row(name, *[f"{v:.3f}" for v in values.values()])
     Console().print(table)
     Console().print(f"report: {summary.report}")
+
+
+@app.command()
+def compare(
+    recipe: Path = typer.Argument(Path("recipes/demo.toml"), help="Recipe shared by every method (run.student/teacher empty = the demo's tiny pair)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per method (mean and spread over seeds)."),
+    methods: str = typer.Option("offline,grpo,kdrl,rlad", "--methods", help="Comma-separated: rlad, grpo, kdrl, offline."),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Runs, evaluations and models go here."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results page to write (default: OUT/results.md)."),
+    set_: list[str] = SetOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train the same student with each method over several seeds; write a Table-1-like results page.
+
+    Example: rladctl compare recipes/demo.toml --seeds 3 --results docs/results.md
+    """
+    from rladctl.stages.compare import run_compare
+
+    rec = load(recipe, {}, set_)
+    summary = run_compare(rec, seeds, [m.strip() for m in methods.split(",") if m.strip()], out, results)
+    print_summary("compare", summary, as_json)
 
 
 def main() -> None:

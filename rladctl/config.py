@@ -127,6 +127,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2) the model
 
 
 @dataclass(frozen=True)

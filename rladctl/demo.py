@@ -1,7 +1,8 @@
 """`rladctl demo`: the whole pipeline on tiny local models, on a CPU, in minutes.
 
 1. build a tiny teacher and a smaller student that share one tokenizer (trained on the task's text);
-2. make the teacher competent by supervised warm-up on gold answers, the student only briefly;
+2. make the teacher competent by supervised warm-up on gold answers; cut the student from it
+   (half its layers) and heal it briefly, so it is weaker but shares the teacher's representation;
 3. run RLAD (the `trrd` objective) for a few on-policy iterations with `rladctl run`;
 4. evaluate the student before and after (Mean@k, Pass@k on held-out prompts) and print both.
 Models are cached under ``<out>/models``: a second run reuses them.
@@ -23,36 +24,50 @@ from rladctl.progress import log
 @dataclass(frozen=True)
 class DemoModel:
     name: str
-    preset: str
+    preset: str  # a size preset, or "shrink:<layers>" to cut the model from the teacher
     warmup_steps: int
     seed: int
+    lr: float
 
 
-TEACHER = DemoModel("teacher", "tiny-4m", warmup_steps=600, seed=1)
-STUDENT = DemoModel("student", "tiny-1m", warmup_steps=60, seed=0)
+# Measured on this task (2-core CPU): the teacher reaches Mean@8 ~0.7 after 600 warm-up steps.
+# The student is cut FROM the teacher (its decoder layers 0 and 3 of 4, Minitron-style) and healed
+# for 400 steps to Mean@8 ~0.4: it shares the teacher's representation, so its mistakes are
+# near-misses the teacher can correct -- the regime the paper's Qwen3 family pairs are in. A
+# separately trained student sat far from the teacher (35-40% of its tokens at the TRRD clamp).
+TEACHER = DemoModel("teacher", "tiny-4m", warmup_steps=600, seed=1, lr=1e-3)
+STUDENT = DemoModel("student", "shrink:0,3", warmup_steps=400, seed=0, lr=2e-3)
 
 
 def recipe_path(name: str = "demo.toml") -> Path:
     return Path(str(files("rladctl.recipes") / name))
 
 
-def build_model(recipe: LoadedRecipe, spec: DemoModel, root: Path, tokenizer_from: Path | None) -> Path:
-    """Init + warm-up, skipped when a finished model of the same spec is cached."""
-    from rladctl.models import init_model
+def build_model(recipe: LoadedRecipe, spec: DemoModel, root: Path, teacher: Path | None) -> Path:
+    """Init (or cut from ``teacher``) + warm-up, skipped when the same model is already cached."""
+    from rladctl.models import init_model, shrink_model
     from rladctl.tasks import build_task
     from rladctl.warmup import warmup
 
     path = root / spec.name
-    stamp = {"preset": spec.preset, "warmup_steps": spec.warmup_steps, "seed": spec.seed, "task": recipe.to_dict()["task"], "prompt": recipe.to_dict()["prompt"]}
-    stamp_file = path / "demo-model.json"
-    if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+    task = {k: v for k, v in recipe.to_dict()["task"].items() if k != "difficulty_field"}  # reports only
+    stamp = {**spec.__dict__, "task": task, "prompt": recipe.to_dict()["prompt"]}
+    if teacher is not None:
+        stamp["teacher"] = json.loads((teacher / STAMP).read_text())
+    if (path / STAMP).exists() and json.loads((path / STAMP).read_text()) == stamp:
         log(f"reusing {path}")
         return path
-    texts = None if tokenizer_from else build_task(recipe.task).corpus(4000)
-    init_model(path, spec.preset, tokenizer=tokenizer_from, texts=texts, vocab_size=512, seed=spec.seed, overwrite=True)
-    warmup(recipe, path, steps=spec.warmup_steps, batch_size=64, lr=1e-3, seed=spec.seed)
-    stamp_file.write_text(json.dumps(stamp, indent=2, sort_keys=True))
+    if spec.preset.startswith("shrink:"):
+        shrink_model(teacher, path, [int(i) for i in spec.preset.split(":", 1)[1].split(",")], overwrite=True)
+    else:
+        texts = None if teacher else build_task(recipe.task).corpus(4000)
+        init_model(path, spec.preset, tokenizer=teacher, texts=texts, vocab_size=512, seed=spec.seed, overwrite=True)
+    warmup(recipe, path, steps=spec.warmup_steps, batch_size=64, lr=spec.lr, seed=spec.seed)
+    (path / STAMP).write_text(json.dumps(stamp, indent=2, sort_keys=True))
     return path
+
+
+STAMP = "demo-model.json"
 
 
 @dataclass

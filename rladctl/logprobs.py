@@ -222,3 +222,31 @@ def length_buckets(lengths: list[int], budget_tokens: int) -> list[list[int]]:
     if current:
         batches.append(current)
     return batches
+
+
+def tight_length_buckets(lengths: list[int], budget_tokens: int, overhead_tokens: int) -> list[list[int]]:
+    """Like ``length_buckets``, but the split of the sorted rows with the least padding.
+
+    Minimises sum over micro-batches of (rows x longest length + ``overhead_tokens``) subject to
+    the same budget (dynamic programming over the sorted lengths). ``length_buckets`` fills each
+    micro-batch up to the budget, so a long-tailed set of rows (RL rollouts) pads many short rows
+    to a long one; here a micro-batch closes once its padding costs more than another forward pass,
+    which ``overhead_tokens`` prices in padded tokens. Every micro-batch lists rows shortest first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sorted_len = [lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted rows
+    cut = [0] * (len(order) + 1)  # best[j]'s last micro-batch starts at sorted row cut[j]
+    for j in range(1, len(order) + 1):
+        width = sorted_len[j - 1]  # the longest row of any micro-batch ending at j - 1
+        i = j - 1
+        while i >= 0 and ((j - i) * width <= budget_tokens or i == j - 1):
+            cost = best[i] + (j - i) * width + overhead_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+            i -= 1
+    batches, j = [], len(order)
+    while j > 0:
+        batches.append(order[cut[j] : j])
+        j = cut[j]
+    return batches[::-1]

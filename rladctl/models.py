@@ -201,6 +201,51 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def shrink_model(src: str | Path, out_dir: str | Path, keep_layers: list[int], overwrite: bool = False) -> Path:
+    """A smaller student cut FROM a teacher (Minitron-style depth pruning): keep ``keep_layers``.
+
+    Embeddings, norms, head and the kept decoder layers are copied unchanged, so the student starts
+    in the teacher's representation (its mistakes are near-misses the teacher can correct); heal it
+    briefly afterwards (``rladctl warmup``). The tokenizer files are copied byte for byte.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rladctl.tokenizer import copy_tokenizer_files
+
+    src, out_dir = Path(src), Path(out_dir)
+    _refuse_existing(out_dir, overwrite)
+    teacher = load_model(src, dtype="float32", device="cpu")
+    layers = teacher.config.num_hidden_layers
+    if not keep_layers or sorted(set(keep_layers)) != sorted(keep_layers) or not all(0 <= i < layers for i in keep_layers):
+        raise ConfigError(f"keep_layers {keep_layers} must be distinct layer indices in [0, {layers})", "in --keep-layers", "e.g. --keep-layers 0,3")
+    config = AutoConfig.from_pretrained(src)
+    config.num_hidden_layers = len(keep_layers)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep_layers]
+    student = AutoModelForCausalLM.from_config(config)
+    rename = {f".layers.{old}.": f".layers.{new}." for new, old in enumerate(keep_layers)}
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if ".layers." not in key:
+            state[key] = value
+            continue
+        for old, new in rename.items():
+            if old in key:
+                state[key.replace(old, new)] = value
+    student.load_state_dict(state, strict=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        copy_tokenizer_files(src, tmp)
+        student.generation_config = teacher.generation_config
+        student.save_pretrained(str(tmp), **_safe_serialization_kwargs())
+        _move_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
 def locate(path: str | Path) -> Path | str:
     """An existing local path as a Path, or a plausible hub id ("org/name") as a str.
 

@@ -50,7 +50,10 @@ def resolve_backend(backend: str, fallback_to_hf: bool) -> str:
 
 def import_vllm():
     """The vllm module, or a MissingDependencyError saying what to install."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # rladctl owns stderr progress
+    # vLLM logs to stdout by default, where rladctl prints only its summary (--json); its worker
+    # processes inherit these.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR" if os.environ.get("RLADCTL_QUIET") else "WARNING")
     try:
         import vllm
     except ImportError as exc:
@@ -132,7 +135,7 @@ class VLLMGenerator:
             starts.append(start)
             requests.append(({"prompt_token_ids": list(prompts[start])}, VSamplingParams(
                 n=count, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                seed=(params.seed + start) % 2**62, logprobs=0, stop_token_ids=self.eos_ids,
+                seed=(params.seed + start) % 2**62, logprobs=0, stop_token_ids=self.eos_ids, detokenize=False,  # rollout decodes
             )))
         outputs = self.llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
         samples: list[Sample] = []

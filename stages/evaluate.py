@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rladctl import distributed
 from rladctl import schema as S
 from rladctl.artifacts import open_artifact
 from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, build_recipe
@@ -152,6 +153,7 @@ def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
             raise ConfigError(exc.what, f"in {path}", exc.fix) from None
         log(f"eval {label}: Mean@{K} {summaries[label].overall.mean:.3f}, Pass@{K} {summaries[label].overall.pass_at[K]:.3f}")
     task_names = ", ".join(dict.fromkeys(t for t in tasks if t)) or "artifacts"
-    files = write_report(out, summaries, K, f"rladctl eval: {task_names}")
+    # Under torchrun every rank sampled its share of the parts; rank 0 alone writes the report.
+    files = write_report(out, summaries, K, f"rladctl eval: {task_names}") if distributed.is_main() else {}
     header, rows = comparison_rows(summaries, K)
     return EvalResult(str(out), K, header, rows, summaries, {k: str(v) for k, v in files.items()})

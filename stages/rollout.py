@@ -8,14 +8,16 @@ a resumed run writes exactly the bytes an uninterrupted one would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rladctl import distributed
 from rladctl import schema as S
-from rladctl.artifacts import ArtifactWriter, fingerprint
+from rladctl.artifacts import finalize_shared, fingerprint, open_writer
 from rladctl.config import LoadedRecipe, PromptConfig, RolloutConfig, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log, meter
@@ -120,37 +122,48 @@ def load_generator(cfg, backend: str, group_size: int):
 
 
 def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overwrite: bool, extra_columns=None, extra_manifest=None) -> RolloutSummary:
-    """Shared by rollout and eval: sample, verify, write parts, write the manifest."""
+    """Shared by rollout and eval: sample, verify, write parts, write the manifest.
+
+    Under torchrun, part i is sampled by rank i % world_size; rank 0 writes the manifest once every
+    part exists. A part's rows depend only on its index (its prompts and seed), so any number of
+    ranks writes the same bytes as one process.
+    """
     from rladctl.generation import SamplingParams
     from rladctl.models import load_tokenizer, model_identity
     from rladctl.tasks import build_task
 
     require(cfg.model, "model", kind)
     require(cfg.out, "out", kind)
+    distributed.init()
+    check_backend_ranks(cfg.backend, cfg.fallback_to_hf, "rollout" if kind == S.ROLLOUTS else "eval")
     if cfg.group_size < 1 or cfg.prompts_per_part < 1 or cfg.max_new_tokens < 1:
         raise ConfigError("group_size, prompts_per_part and max_new_tokens must be >= 1", f"in [{'rollout' if kind == S.ROLLOUTS else 'eval'}]", "fix the recipe")
     task = build_task(recipe.task)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     prompts = prepare_prompts(task, recipe.prompt, tokenizer, cfg.split, cfg.prompt_offset, cfg.num_prompts)
     identity = model_identity(cfg.model)
-    stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device")}
+    # Paths are provenance (kept in the manifest); the model enters the fingerprint by its hashes.
+    stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "model")}
     described = {
         "kind": kind, "stage": stage_cfg, "task": to_plain(recipe.task), "prompt": to_plain(recipe.prompt),
         "model": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
         "reward_version": task.reward_version, **(extra_manifest or {}),
     }
-    writer = ArtifactWriter(Path(cfg.out), kind, fingerprint(described), overwrite)
+    writer = open_writer(Path(cfg.out), kind, fingerprint(described), overwrite)
     num_parts = -(-len(prompts.items) // cfg.prompts_per_part)
     if writer.complete:
         log(f"[green]{cfg.out} is already complete for these inputs; nothing to do")
         return summarize_existing(cfg.out, skipped=True)
-    missing = [i for i in range(num_parts) if i not in writer.done]
+    missing = [i for i in range(num_parts) if i not in writer.done and distributed.owns(i)]
     if writer.done:
         log(f"resuming {cfg.out}: {len(writer.done)} of {num_parts} parts already written")
-    generator = load_generator(cfg, cfg.backend, cfg.group_size)
-    check_context(prompts, cfg.max_new_tokens, model_context(getattr(generator, "model", None) or generator), cfg.model)
+    tokens, generator = 0, None
+    # A rank with nothing to sample loads no model; the manifest still names the backend, so
+    # rank 0 loads it when a killed run left every part but no manifest.
+    if missing or (distributed.is_main() and len(writer.done) >= num_parts):
+        generator = load_generator(dataclasses.replace(cfg, device=distributed.device(cfg.device)), cfg.backend, cfg.group_size)
+        check_context(prompts, cfg.max_new_tokens, model_context(getattr(generator, "model", None) or generator), cfg.model)
     started = time.perf_counter()
-    tokens = 0
     with meter(f"{kind} {Path(cfg.out).name}", total=len(missing)) as bar:
         for index in missing:
             sl = slice(index * cfg.prompts_per_part, (index + 1) * cfg.prompts_per_part)
@@ -164,16 +177,32 @@ def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overw
             tokens += part_tokens
             bar.advance(1, part_tokens)
     seconds = time.perf_counter() - started
-    writer.finalize(
-        num_parts,
+    tokens, parts_written = (int(x) for x in distributed.all_reduce_floats([tokens, len(missing)]))
+    seconds = distributed.all_reduce_float(seconds, "max")
+    name, version = next(g for g in distributed.all_gather_objects((generator.name, generator.version) if generator else None) if g)
+    finalize_shared(
+        writer, num_parts,
         config=to_plain(cfg), task=to_plain(recipe.task), prompt=to_plain(recipe.prompt), model=identity,
         sampling={k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "seed", "group_size")},
-        backend={"name": generator.name, "version": generator.version},
+        backend={"name": name, "version": version},
         reward={"function": task.name, "version": task.reward_version},
-        inputs=[], timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": len(missing)},
+        inputs=[], timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": parts_written, "ranks": distributed.world_size()},
         **(extra_manifest or {}),
     )
     return summarize_existing(cfg.out, skipped=False)
+
+
+def check_backend_ranks(backend: str, fallback_to_hf: bool, stage: str) -> None:
+    """vLLM spreads one engine over GPUs itself (tensor_parallel_size): it runs as one process."""
+    if backend != "vllm" or not distributed.enabled():
+        return
+    from rladctl.vllm_backend import resolve_backend
+
+    if resolve_backend(backend, fallback_to_hf) == "vllm":
+        raise ConfigError(
+            f"{stage} with backend 'vllm' was started on {distributed.world_size()} ranks", "under torchrun",
+            f"run it as one process (plain `rladctl {stage}`) and set tensor_parallel_size to use several GPUs; see docs/distributed.md",
+        )
 
 
 def require(value: str, key: str, stage: str) -> None:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rladctl import distributed
 from rladctl import schema as S
-from rladctl.artifacts import ArtifactWriter, fingerprint, open_artifact, validate_token_columns
+from rladctl.artifacts import finalize_shared, fingerprint, open_artifact, open_writer, validate_token_columns
 from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
 from rladctl.errors import ConfigError, ModelError
 from rladctl.progress import log, meter
@@ -63,18 +64,24 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
             )
 
 
+# A forward pass is priced at micro_batch_tokens / 16 padded tokens when rows are split into micro-batches:
+# long-tailed rollouts then get several tight buckets instead of short rows padded to long ones
+# (benchmarks/score_packing.py: 89% of padded positions real vs 59% for a greedy fill).
+BATCH_OVERHEAD_DIVISOR = 16
+
+
 def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cfg: ScoreTeacherConfig, pad_id: int, on_batch=None):
     """Teacher log-probs per row (list of float lists), and top-k ids/log-probs when cfg.top_k."""
     import torch
 
-    from rladctl.logprobs import build_row_batch, completion_hidden, length_buckets, lm_head_logprobs, output_head, split_rows, topk_logprobs
+    from rladctl.logprobs import build_row_batch, completion_hidden, lm_head_logprobs, output_head, split_rows, tight_length_buckets, topk_logprobs
 
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     out: list[Any] = [None] * len(prompts)
     topk: list[Any] = [None] * len(prompts)
     w_VH = output_head(model)
     with torch.inference_mode():
-        for rows in length_buckets(lengths, cfg.micro_batch_tokens):
+        for rows in tight_length_buckets(lengths, cfg.micro_batch_tokens, cfg.micro_batch_tokens // BATCH_OVERHEAD_DIVISOR):
             batch = build_row_batch([prompts[i] for i in rows], [completions[i] for i in rows], pad_id, model.device)
             h_NH = completion_hidden(model, batch)  # one backbone pass serves log-probs and top-k
             flat = lm_head_logprobs(h_NH, w_VH, batch.targets_N, cfg.temperature, cfg.chunk_tokens)
@@ -90,8 +97,10 @@ def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cf
 
 
 def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSummary:
-    from rladctl.models import load_model, load_tokenizer, model_identity
-    from rladctl.vllm_backend import load_teacher_llm, resolve_backend, teacher_backend_info, teacher_vocab_size, vllm_teacher_logprobs
+    """Under torchrun, output part i is scored by rank i % world_size; rank 0 writes the manifest."""
+    from rladctl.models import model_identity
+    from rladctl.stages.rollout import check_backend_ranks
+    from rladctl.vllm_backend import resolve_backend, teacher_backend_info
 
     cfg = recipe.score_teacher
     for key in ("teacher", "input", "out"):
@@ -99,35 +108,73 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
             raise ConfigError(f"no {key} given", "for score-teacher", f"pass --{key} or set score_teacher.{key} in the recipe")
     if cfg.temperature <= 0 or cfg.top_k < 0 or cfg.micro_batch_tokens < 1 or cfg.chunk_tokens < 1:
         raise ConfigError("score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1", None, "fix the recipe")
+    distributed.init()
     source = open_artifact(cfg.input, (S.ROLLOUTS,), role="rollouts")
     if Path(cfg.out).resolve() == Path(cfg.input).resolve():
         raise ConfigError("score-teacher output is its input", f"{cfg.out}", "write the scored artifact to a new directory")
     identity = model_identity(cfg.teacher)
     backend = resolve_backend(cfg.backend, cfg.fallback_to_hf)
+    check_backend_ranks(backend, False, "score-teacher")
     described = {
-        "kind": S.SCORED, "input": source.sha256, "teacher": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
+        "kind": S.SCORED, "input": source.content_id, "teacher": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
         "temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": cfg.dtype,
         **({"backend": backend} if backend != "hf" else {}),  # hf artifacts keep their fingerprint
     }
-    writer = ArtifactWriter(Path(cfg.out), S.SCORED, fingerprint(described), overwrite)
+    writer = open_writer(Path(cfg.out), S.SCORED, fingerprint(described), overwrite)
     if writer.complete:
         log(f"[green]{cfg.out} is already complete for these inputs; nothing to do")
         return summarize(cfg.out, skipped=True)
+    num_parts = len(source.manifest["parts"])
+    missing = [i for i in range(num_parts) if i not in writer.done and distributed.owns(i)]
+    # A rank with nothing to score loads no model; rank 0 loads it when only the manifest is missing.
+    info, tokens, seconds = None, 0, 0.0
+    if missing or (distributed.is_main() and len(writer.done) >= num_parts):
+        model, tokenizer = load_teacher(cfg, backend, source)
+        started = time.perf_counter()
+        tokens = score_parts(model, tokenizer, source, writer, missing, cfg, backend)
+        seconds = time.perf_counter() - started
+        info = teacher_backend_info(model) if backend == "vllm" else (str(model.dtype), {"name": "hf", "version": _transformers_version()})
+    tokens, parts_written = (int(x) for x in distributed.all_reduce_floats([tokens, len(missing)]))
+    seconds = distributed.all_reduce_float(seconds, "max")
+    dtype, backend_info = next(i for i in distributed.all_gather_objects(info) if i)
+    finalize_shared(
+        writer, num_parts,
+        config=to_plain(cfg), inputs=[source.reference()], teacher=identity,
+        student=source.manifest.get("model"), task=source.manifest.get("task"), prompt=source.manifest.get("prompt"),
+        reward=source.manifest.get("reward"), sampling=source.manifest.get("sampling"),
+        scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": dtype},
+        backend=backend_info,
+        timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": parts_written, "ranks": distributed.world_size()},
+    )
+    return summarize(cfg.out, skipped=False)
+
+
+def load_teacher(cfg: ScoreTeacherConfig, backend: str, source):
+    """The teacher (an HF model on this rank's device, or a vLLM engine) and its tokenizer, checked against the rollouts."""
+    from rladctl.models import load_model, load_tokenizer
+    from rladctl.vllm_backend import load_teacher_llm, teacher_vocab_size
+
     tokenizer = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     if backend == "vllm":
         model = load_teacher_llm(cfg)
         vocab = teacher_vocab_size(model)
     else:
-        model = load_model(cfg.teacher, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        model = load_model(cfg.teacher, dtype=cfg.dtype, device=distributed.device(cfg.device), trust_remote_code=cfg.trust_remote_code)
         vocab = model.get_output_embeddings().weight.shape[0]
     if cfg.top_k > vocab:
         raise ConfigError(f"score_teacher.top_k is {cfg.top_k} but the teacher's vocabulary has {vocab} ids", None, "lower --top-k")
     check_tokenizers(source, tokenizer, vocab)
+    return model, tokenizer
+
+
+def score_parts(model, tokenizer, source, writer, parts: list[int], cfg: ScoreTeacherConfig, backend: str) -> int:
+    """Score and write each of ``parts`` (output part i = input part i + teacher columns); returns tokens scored."""
+    from rladctl.vllm_backend import vllm_teacher_logprobs
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    missing = [i for i in range(len(source.manifest["parts"])) if i not in writer.done]
-    started, tokens = time.perf_counter(), 0
-    with meter(f"score-teacher {Path(cfg.out).name}", total=len(missing)) as bar:
-        for index in missing:
+    tokens = 0
+    with meter(f"score-teacher {Path(cfg.out).name}", total=len(parts)) as bar:
+        for index in parts:
             table = source.read_part(index)
             validate_token_columns(table, (S.SAMPLER_LOGPROBS,), str(source.part_paths()[index]))
             prompts, completions = table[S.PROMPT_TOKEN_IDS].to_pylist(), table[S.COMPLETION_TOKEN_IDS].to_pylist()
@@ -138,21 +185,7 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
             writer.write_part(index, with_teacher_columns(table, teacher, topk, cfg.top_k))
             tokens += sum(len(t) for t in teacher)
             bar.advance(1)
-    seconds = time.perf_counter() - started
-    if backend == "vllm":
-        dtype, backend_info = teacher_backend_info(model)
-    else:
-        dtype, backend_info = str(model.dtype), {"name": "hf", "version": _transformers_version()}
-    writer.finalize(
-        len(source.manifest["parts"]),
-        config=to_plain(cfg), inputs=[source.reference()], teacher=identity,
-        student=source.manifest.get("model"), task=source.manifest.get("task"), prompt=source.manifest.get("prompt"),
-        reward=source.manifest.get("reward"), sampling=source.manifest.get("sampling"),
-        scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": dtype},
-        backend=backend_info,
-        timings={"seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": len(missing)},
-    )
-    return summarize(cfg.out, skipped=False)
+    return tokens
 
 
 def with_teacher_columns(table, teacher, topk, top_k: int):

@@ -8,6 +8,10 @@ Reads top to bottom:
   4. snapshot every ``save_every`` steps to ``<out>.partial/`` for resume; write the final checkpoint
      atomically.
 The objective is looked up in ``rladctl.objectives.OBJECTIVES``: this file never names one.
+
+Under torchrun every rank loads every row and follows the same seeded schedule; each takes its share
+of each optimizer step's rows, under DDP (default) or FSDP2 (``train.parallel``). Rank 0 writes the
+snapshots and the checkpoint, always whole, so a run resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rladctl import distributed
 from rladctl import schema as S
 from rladctl.artifacts import TMP_MARK, fingerprint, open_artifact, validate_token_columns
 from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics, save_checkpoint
@@ -138,24 +143,80 @@ def check_vocab(model, tokenizer, rows: Rows, refs: list[dict]) -> None:
             check_same_vocab(load_tokenizer(path), tokenizer)
 
 
-def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float) -> torch.Tensor:
-    """Flat log-probs of the completion tokens of ``index`` rows (in that order), no grad."""
-    from rladctl.logprobs import build_row_batch, length_buckets, sequence_logprobs
+class LogprobPolicy(torch.nn.Module):
+    """A causal LM whose forward returns the log-prob of every completion token (flat [N] float32).
+
+    ``sequence_logprobs`` runs the backbone and reads the LM head's weight itself; as one module's
+    forward, DDP and FSDP2 see (and sync, or gather) every parameter it uses.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, temperature: float, chunk_tokens: int) -> torch.Tensor:
+        from rladctl.logprobs import sequence_logprobs
+
+        return sequence_logprobs(self.model, batch, temperature, chunk_tokens)
+
+
+def policy_logprobs(model, batch, temperature: float, chunk_tokens: int) -> torch.Tensor:
+    """Through the wrapper (DDP, FSDP2 or a bare LogprobPolicy), or on a plain HF model."""
+    from rladctl.logprobs import sequence_logprobs
+
+    if isinstance(model, (LogprobPolicy, torch.nn.parallel.DistributedDataParallel)):
+        return model(batch, temperature, chunk_tokens)
+    return sequence_logprobs(model, batch, temperature, chunk_tokens)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float, passes: int = 0) -> torch.Tensor:
+    """Flat log-probs of the completion tokens of ``index`` rows (in that order), no grad.
+
+    Makes at least ``passes`` forward passes (the extra ones on row 0, thrown away): under FSDP2
+    each forward is a collective, so every rank must make as many.
+    """
+    from rladctl.logprobs import build_row_batch, length_buckets
 
     lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
+    buckets = length_buckets(lengths, cfg.micro_batch_tokens)
+    device = model_device(model)
     out: list[torch.Tensor | None] = [None] * len(index)
-    with torch.no_grad(), autocast(cfg, model):
-        for bucket in length_buckets(lengths, cfg.micro_batch_tokens):
-            batch = build_row_batch([rows.prompts[index[j]] for j in bucket], [rows.completions[index[j]] for j in bucket], pad_id, model.device)
-            flat = sequence_logprobs(model, batch, temperature, cfg.chunk_tokens).float().cpu()
-            for j, values in zip(bucket, torch.split(flat, batch.lengths_B)):
-                out[j] = values
+    with torch.no_grad(), autocast(cfg, device):
+        for j in range(max(len(buckets), passes)):
+            ids = [index[b] for b in buckets[j]] if j < len(buckets) else [0]
+            batch = build_row_batch([rows.prompts[i] for i in ids], [rows.completions[i] for i in ids], pad_id, device)
+            flat = policy_logprobs(model, batch, temperature, cfg.chunk_tokens).float().cpu()
+            if j < len(buckets):
+                for b, values in zip(buckets[j], torch.split(flat, batch.lengths_B)):
+                    out[b] = values
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def autocast(cfg: TrainConfig, model):
-    use_bf16 = model.device.type == "cuda" and cfg.dtype in ("auto", "bfloat16")
-    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+def start_logprobs(model, rows: Rows, cfg: TrainConfig, pad_id: int) -> torch.Tensor:
+    """``row_logprobs`` of every row; under torchrun row i is computed on rank i % world_size, then all-gathered."""
+    from rladctl.logprobs import length_buckets
+
+    everything = list(range(len(rows)))
+    if not distributed.enabled():
+        return row_logprobs(model, rows, everything, cfg, pad_id, rows.temperature)
+    mine = distributed.my_share(everything)
+    lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in mine]
+    passes = int(distributed.all_reduce_float(len(length_buckets(lengths, cfg.micro_batch_tokens)), "max"))
+    flat = row_logprobs(model, rows, mine, cfg, pad_id, rows.temperature, passes)
+    per_row: list[torch.Tensor | None] = [None] * len(rows)
+    for share, values in distributed.all_gather_objects((mine, flat)):
+        for i, v in zip(share, torch.split(values, [len(rows.completions[i]) for i in share])):
+            per_row[i] = v
+    return torch.cat(per_row) if per_row else torch.zeros(0)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    use_bf16 = device.type == "cuda" and cfg.dtype in ("auto", "bfloat16")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
 def lr_at(cfg: TrainConfig, step: int, horizon: int) -> float:
@@ -189,52 +250,66 @@ def optimizer_step(
     """Gradients of one optimizer step over ``step_rows`` (micro-batches, one backward each), clipped.
 
     ``old``, ``ref`` and ``teacher`` hold one float32 tensor per row. The caller steps the optimizer
-    when the returned loss and grad norm are finite.
+    when the returned loss and grad norm are finite. Under torchrun each rank takes the rows
+    ``step_rows[rank::world_size]``; the denominators are the whole step's (all-reduced) and each
+    rank's loss is scaled by the world size, since DDP and FSDP2 average gradients over ranks: the
+    update equals one process's on the same step. Every rank makes as many passes (extra ones on a
+    throwaway row, weighted 0), as FSDP2's forward and DDP's last backward are collectives.
     """
-    from rladctl.logprobs import build_row_batch, length_buckets, pad_rows, sequence_logprobs
+    from rladctl.logprobs import build_row_batch, length_buckets, pad_rows
     from rladctl.objectives import Denominators, LossInputs
 
-    index = [int(i) for i in step_rows]
+    index = [int(i) for i in distributed.my_share(list(step_rows))]
     lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
     # Whole-step totals; a row without completion tokens is not a sequence (see objectives.aggregate).
-    denominators = Denominators(
-        num_tokens=float(sum(len(rows.completions[i]) for i in index)),
-        num_seqs=float(sum(1 for i in index if rows.completions[i])),
-    )
+    local = [float(sum(len(rows.completions[i]) for i in index)), float(sum(1 for i in index if rows.completions[i]))]
+    denominators = Denominators(*distributed.all_reduce_floats(local))
+    buckets = length_buckets(lengths, cfg.micro_batch_tokens)
+    passes = int(distributed.all_reduce_float(len(buckets), "max"))
+    filler = next((int(i) for i in step_rows if rows.completions[i]), int(step_rows[0]))
+    scale = float(distributed.world_size())
+    device = model_device(model)
     loss_total, weighted, tokens = 0.0, {}, 0
     optimizer.zero_grad(set_to_none=True)
-    for bucket in length_buckets(lengths, cfg.micro_batch_tokens):
-        ids = [index[j] for j in bucket]
-        batch = build_row_batch([rows.prompts[i] for i in ids], [rows.completions[i] for i in ids], pad_id, model.device)
-        with autocast(cfg, model):
-            student = sequence_logprobs(model, batch, rows.temperature, cfg.chunk_tokens).float()
-        lens = batch.lengths_B
-        to_bt = lambda values: pad_rows(torch.cat(values).to(model.device), lens)[0]  # noqa: E731
-        student_BT, mask_BT = pad_rows(student, lens)
-        inputs = LossInputs(
-            student_logprobs=student_BT, old_logprobs=to_bt([old[i] for i in ids]),
-            advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=model.device), mask=mask_BT,
-            teacher_logprobs=to_bt([teacher[i] for i in ids]) if teacher is not None else None,
-            ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None, denominators=denominators,
-        )
-        out = objective_fn(inputs, obj_cfg)
-        out.loss.backward()
+    for j in range(passes):
+        ids = [index[b] for b in buckets[j]] if j < len(buckets) else [filler]
+        with distributed.grad_sync(model, sync=j == passes - 1):
+            batch = build_row_batch([rows.prompts[i] for i in ids], [rows.completions[i] for i in ids], pad_id, device)
+            with autocast(cfg, device):
+                student = policy_logprobs(model, batch, rows.temperature, cfg.chunk_tokens).float()
+            if j >= len(buckets):
+                (student.sum() * 0.0).backward()
+                continue
+            lens = batch.lengths_B
+            to_bt = lambda values: pad_rows(torch.cat(values).to(device), lens)[0]  # noqa: E731
+            student_BT, mask_BT = pad_rows(student, lens)
+            inputs = LossInputs(
+                student_logprobs=student_BT, old_logprobs=to_bt([old[i] for i in ids]),
+                advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=device), mask=mask_BT,
+                teacher_logprobs=to_bt([teacher[i] for i in ids]) if teacher is not None else None,
+                ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None, denominators=denominators,
+            )
+            out = objective_fn(inputs, obj_cfg)
+            (out.loss * scale).backward()
         loss_total += float(out.loss.detach())
         n = int(mask_BT.sum())
         tokens += n
         for key, value in out.metrics.items():
             weighted[key] = weighted.get(key, 0.0) + value * n
+    if distributed.enabled():  # every rank's share: the loss is a sum of contributions, metrics token means
+        shares = distributed.all_gather_objects((loss_total, tokens, weighted))
+        loss_total, tokens = sum(x[0] for x in shares), sum(x[1] for x in shares)
+        weighted = {key: sum(x[2].get(key, 0.0) for x in shares) for key in dict.fromkeys(k for x in shares for k in x[2])}
     metrics = {key: value / max(tokens, 1) for key, value in weighted.items()}
     metrics["loss"] = loss_total
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    metrics["grad_norm"] = float(grad_norm)
+    metrics["grad_norm"] = distributed.clip_grad_norm(model.parameters(), cfg.grad_clip)
     metrics["tokens"] = tokens
-    metrics["reward_mean"] = float(rows.rewards[index].mean())
+    metrics["reward_mean"] = float(rows.rewards[[int(i) for i in step_rows]].mean())
     return metrics
 
 
 def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True) -> TrainSummary:
-    from rladctl.models import load_model, load_tokenizer, model_identity
+    from rladctl.models import load_model, load_tokenizer, model_identity, resolve_device
     from rladctl.objectives import NEEDS_TEACHER, get_objective, kdrl_beta
 
     cfg: TrainConfig = recipe.train
@@ -245,13 +320,15 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
             raise ConfigError(f"no {key} given", "for train", f"pass --{key} or set train.{key} in the recipe")
     if not (math.isfinite(cfg.lr) and cfg.lr >= 0):
         raise ConfigError(f"train.lr is {cfg.lr!r}", None, "the learning rate must be a finite number >= 0")
+    distributed.init(group_of_one=cfg.parallel == "fsdp")
     out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
     rows, refs = load_rows(cfg, obj_cfg.name, obj_cfg.name in NEEDS_TEACHER)
     start_identity = model_identity(cfg.model)
+    # How the work is spread (device, ranks, DDP or FSDP2) does not change the result: not in the fingerprint.
     described = {
-        "kind": S.CHECKPOINT, "inputs": [r["manifest_sha256"] for r in refs], "objective": to_plain(obj_cfg),
+        "kind": S.CHECKPOINT, "inputs": [r["content_id"] for r in refs], "objective": to_plain(obj_cfg),
         "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
-        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "inputs", "model")},
+        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "inputs", "model", "parallel")},
     }
     fp = fingerprint(described)
     if is_complete(out):
@@ -263,37 +340,40 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
-    snap = latest_snapshot(partial, fp) if resume else None
-    if not resume or (partial.exists() and snap is None):
-        shutil.rmtree(partial, ignore_errors=True)
-    remove_leftovers(out, partial)
+    snap = prepare_output(out, partial, fp, resume)
 
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    model = load_model(cfg.model, dtype="float32", device=cfg.device, trust_remote_code=cfg.trust_remote_code, for_training=True)
-    check_vocab(model, tokenizer, rows, refs)
+    device = torch.device(resolve_device(distributed.device(cfg.device)))
+    # FSDP2 moves each rank's shards to the device: the whole model never has to fit on one GPU.
+    hf_model = load_model(cfg.model, dtype="float32", device="cpu" if cfg.parallel == "fsdp" else str(device), trust_remote_code=cfg.trust_remote_code, for_training=True)
+    check_vocab(hf_model, tokenizer, rows, refs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    everything = list(range(len(rows)))
+    if cfg.gradient_checkpointing:
+        # The reentrant variant needs DDP's static_graph and does not work with FSDP2.
+        wrapped = distributed.enabled() or cfg.parallel == "fsdp"
+        hf_model.gradient_checkpointing_enable(**({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if wrapped else {}))
+    model = distributed.wrap(LogprobPolicy(hf_model), cfg.parallel, device, getattr(hf_model.get_decoder(), "layers", ()))
+    # Before any forward: FSDP2 leaves the root's parameters gathered after one (see distributed.reshard).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
 
     # lp_old and lp_ref come from the start model, before any update (also when resuming).
-    log(f"train: {len(rows)} rows, objective {obj_cfg.name}; computing start-model log-probs")
-    start_lp = row_logprobs(model, rows, everything, cfg, pad_id, rows.temperature) if (cfg.recompute_old or obj_cfg.ref_beta > 0) else None
+    log(f"train: {len(rows)} rows, objective {obj_cfg.name}, {distributed.world_size()} rank(s); computing start-model log-probs")
+    start_lp = start_logprobs(model, rows, cfg, pad_id) if (cfg.recompute_old or obj_cfg.ref_beta > 0) else None
+    distributed.reshard(model)
     sampler = [torch.tensor(s, dtype=torch.float32) for s in rows.sampler]
     teacher = [torch.tensor(t, dtype=torch.float32) for t in rows.teacher] if rows.teacher is not None else None
     old = flat_slices(rows, start_lp) if cfg.recompute_old else sampler
-    ref = reference_logprobs(cfg, obj_cfg, rows, everything, pad_id, start_lp)
+    ref = reference_logprobs(cfg, obj_cfg, rows, list(range(len(rows))), pad_id, start_lp)
     gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old else 0.0
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     global_start = 0
     start_state = load_training_state(cfg.model) if cfg.continue_optimizer else None
     if start_state is not None and "optimizer" in start_state:
-        optimizer.load_state_dict(start_state["optimizer"])  # also restores the saved hyperparameters,
+        distributed.load_optimizer_state(model, optimizer, start_state["optimizer"])  # also restores the saved hyperparameters,
         for group in optimizer.param_groups:  # but this run's recipe decides them
             group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         global_start = int(start_state["step"])
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
     model.train()
 
     steps = schedule(len(rows), cfg)
@@ -307,6 +387,10 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
         "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
         "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
     }
+
+    def save(path: Path, step: int, manifest: dict, after=None) -> None:
+        save_whole(path, model, tokenizer, optimizer, step, metrics, manifest, after)
+
     started, bad = time.perf_counter(), 0
     with meter(f"train {out.name}", total=len(steps)) as bar:
         bar.advance(done)
@@ -318,7 +402,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
             step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
             t0 = time.perf_counter()
             m = optimizer_step(model, optimizer, objective_fn, step_cfg, rows, steps[k], old, ref, teacher, cfg, pad_id)
-            finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])
+            finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # global values: every rank agrees
             if finite:
                 apply_update(optimizer, step, lr, out, partial, fp, cfg.model)
                 bad = 0
@@ -338,18 +422,77 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
                 what += ")" if bad >= cfg.max_bad_steps else ", the last: the final weights are those that gave it)"
                 raise diverged(what, k - bad + 1, out, partial, fp, cfg.model)
             if finite and cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
-                save_checkpoint(partial / f"step-{k + 1:06d}", model, tokenizer, optimizer, step + 1, metrics, manifest_base | {"snapshot_step": k + 1})
-                prune_snapshots(partial, keep=2)
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                save(partial / f"step-{k + 1:06d}", step + 1, manifest_base | {"snapshot_step": k + 1}, after=lambda: prune_snapshots(partial, keep=2))
+    if not distributed.all_finite(model.parameters()):
         raise diverged(f"the weights are not finite after step {global_start + len(steps)}", len(steps), out, partial, fp, cfg.model)
     model.eval()
     seconds = time.perf_counter() - started
-    save_checkpoint(out, model, tokenizer, optimizer, global_start + len(steps), metrics, manifest_base | {
+    save(out, global_start + len(steps), manifest_base | {
         "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
-        "timings": {"seconds": round(seconds, 3)}, "final_metrics": metrics[-1] if metrics else {},
-    })
-    shutil.rmtree(partial, ignore_errors=True)
+        "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
+        "final_metrics": metrics[-1] if metrics else {},
+    }, after=lambda: shutil.rmtree(partial, ignore_errors=True))
     return summary_from(out, skipped=False)
+
+
+def prepare_output(out: Path, partial: Path, fp: str, resume: bool) -> Path | None:
+    """The snapshot to resume from (None: start afresh), after clearing what a killed run left.
+
+    Every rank looks before rank 0 alone deletes anything.
+    """
+    snap = latest_snapshot(partial, fp) if resume else None
+
+    def clear() -> None:
+        if not resume or (partial.exists() and snap is None):
+            shutil.rmtree(partial, ignore_errors=True)
+        remove_leftovers(out, partial)
+
+    distributed.barrier()
+    distributed.main_only(clear)
+    return snap
+
+
+def save_whole(path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict, after=None) -> None:
+    """``save_checkpoint`` of the whole model and optimizer by rank 0 (then ``after()``), on every rank.
+
+    DDP ranks hold identical copies; FSDP2's shards are first gathered on rank 0.
+    """
+    hf_model, weights, optim = model_of(model), None, optimizer
+    if distributed.is_fsdp(model):
+        state, optim_state = distributed.full_state(model, optimizer, prefix="model.")
+        weights, optim = _Gathered(hf_model, state), _GatheredOptimizer(optim_state)
+
+    def write() -> None:
+        save_checkpoint(path, weights or hf_model, tokenizer, optim, step, metrics, manifest)
+        if after is not None:
+            after()
+
+    distributed.main_only(write)
+
+
+def model_of(model):
+    """The Hugging Face model inside a LogprobPolicy (inside DDP)."""
+    return getattr(model, "module", model).model
+
+
+class _Gathered:
+    """What ``save_checkpoint`` needs of a model, when its weights were gathered from FSDP2 shards."""
+
+    def __init__(self, model, state_dict: dict):
+        # A tied head is one parameter under two names; save it once, as save_pretrained would.
+        aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+        self.model, self.state_dict = model, {k: v for k, v in state_dict.items() if k not in aliases}
+
+    def save_pretrained(self, path, **kwargs) -> None:
+        self.model.save_pretrained(path, state_dict=self.state_dict, **kwargs)
+
+
+class _GatheredOptimizer:
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
 
 
 def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], pad_id: int, start_lp) -> list | None:
@@ -359,7 +502,7 @@ def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], 
         return flat_slices(rows, start_lp)
     from rladctl.models import load_model
 
-    ref_model = load_model(cfg.reference, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    ref_model = load_model(cfg.reference, dtype=cfg.dtype, device=distributed.device(cfg.device), trust_remote_code=cfg.trust_remote_code)
     values = flat_slices(rows, row_logprobs(ref_model, rows, index, cfg, pad_id, rows.temperature))
     del ref_model
     return values
@@ -418,16 +561,23 @@ def diverged(what: str, first_bad: int, out: Path, partial: Path, fp: str, start
 
 
 def restore_snapshot(snap: Path, model, optimizer) -> tuple[int, list[dict]]:
+    """Weights, optimizer state and RNG of a snapshot, saved whole: any number of ranks resumes it."""
     from safetensors.torch import load_file
 
     state_dict = {}
     for file in sorted(snap.glob("*.safetensors")):
         state_dict.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    hf_model = model_of(model)
+    expected = set(hf_model.state_dict())
+    missing, unexpected = expected - set(state_dict), set(state_dict) - expected
     if unexpected or [m for m in missing if "lm_head" not in m]:  # tied heads are not saved twice
         raise ArtifactError(f"snapshot {snap} does not match the model", None, "delete it or re-run with --no-resume")
+    if distributed.is_fsdp(model):
+        distributed.load_model_state(model, state_dict, prefix="model.")
+    else:
+        hf_model.load_state_dict(state_dict, strict=False)
     state = load_training_state(snap)
-    optimizer.load_state_dict(state["optimizer"])
+    distributed.load_optimizer_state(model, optimizer, state["optimizer"])
     torch.set_rng_state(state["rng"])
     return int(read_manifest(snap)["snapshot_step"]), read_metrics(snap)
 

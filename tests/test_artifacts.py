@@ -84,7 +84,13 @@ def test_complete_artifact_round_trips_and_opens_without_rladctl(tmp_path):
     assert json.loads((tmp_path / "a" / MANIFEST).read_text()) == manifest
     artifact = open_artifact(tmp_path / "a", [S.ROLLOUTS])
     assert artifact.rows == 4 and artifact.table().equals(pa.concat_tables([rollout_table(), rollout_table(start=2)]))
-    assert artifact.reference() == {"path": str(tmp_path / "a"), "kind": S.ROLLOUTS, "manifest_sha256": sha256_file(tmp_path / "a" / MANIFEST)}
+    ref = artifact.reference()
+    assert ref == {"path": str(tmp_path / "a"), "kind": S.ROLLOUTS, "manifest_sha256": sha256_file(tmp_path / "a" / MANIFEST), "content_id": ref["content_id"]}
+    # content_id depends on the data only: a manifest rewritten with other timings keeps it.
+    manifest = json.loads((tmp_path / "a" / MANIFEST).read_text())
+    (tmp_path / "a" / MANIFEST).write_text(json.dumps(manifest | {"created_unix": 0}))
+    again = open_artifact(tmp_path / "a", [S.ROLLOUTS])
+    assert again.content_id == ref["content_id"] and again.sha256 != ref["manifest_sha256"]
     # Plain pyarrow over the directory sees exactly the rows (hidden and non-Parquet files skipped).
     (tmp_path / "a" / ".part-00002.parquet.tmp-123").write_bytes(b"half a file")
     assert pq.read_table(sorted((tmp_path / "a").glob("part-*.parquet"))).num_rows == 4

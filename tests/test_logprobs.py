@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rladctl import logprobs as L
-from rladctl.logprobs import build_row_batch, length_buckets, lm_head_logprobs, pad_rows, split_rows
+from rladctl.logprobs import build_row_batch, length_buckets, lm_head_logprobs, pad_rows, split_rows, tight_length_buckets
 
 
 def naive_logprobs(h_NH: torch.Tensor, w_VH: torch.Tensor, targets_N: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -162,3 +162,41 @@ def test_length_buckets_edges():
     # 4 rows of 5 fit a budget of 20 exactly; a 5th would not
     assert length_buckets([5] * 5, 20) == [[0, 1, 2, 3], [4]]
     assert length_buckets([50, 2], 10) == [[1], [0]]
+
+
+def _partition_cost(buckets, lengths, overhead):
+    return sum(len(b) * max(lengths[i] for i in b) + overhead for b in buckets)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("budget,overhead", [(1, 0), (40, 5), (120, 30), (1000, 0), (1000, 200)])
+def test_tight_length_buckets_is_the_cheapest_contiguous_split(seed, budget, overhead):
+    """Slow reference: every way to cut the sorted rows into contiguous runs (2^(n-1) of them)."""
+    import itertools
+
+    rng = random.Random(seed)
+    lengths = [rng.choice([rng.randint(1, 8), rng.randint(1, 60)]) for _ in range(rng.randint(1, 11))]
+    buckets = tight_length_buckets(lengths, budget, overhead)
+    flat = [i for b in buckets for i in b]
+    assert flat == sorted(range(len(lengths)), key=lambda i: (lengths[i], i))  # sorted, every row once
+    assert all(len(b) * max(lengths[i] for i in b) <= budget or len(b) == 1 for b in buckets)
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=len(flat) - 1):
+        runs, start = [], 0
+        for k, c in enumerate(cuts, 1):
+            if c:
+                runs.append(flat[start:k])
+                start = k
+        runs.append(flat[start:])
+        if all(len(r) * max(lengths[i] for i in r) <= budget or len(r) == 1 for r in runs):
+            best = min(best, _partition_cost(runs, lengths, overhead))
+    assert _partition_cost(buckets, lengths, overhead) == best
+
+
+def test_tight_length_buckets_splits_a_long_tail():
+    # Greedy fill pads three short rows to the long one; a tight split pays one more forward instead.
+    lengths = [10, 10, 10, 100]
+    assert length_buckets(lengths, 1000) == [[0, 1, 2, 3]]  # 400 padded tokens
+    assert tight_length_buckets(lengths, 1000, 50) == [[0, 1, 2], [3]]  # 30 + 100 + 2 x 50 = 230 < 400 + 50
+    assert tight_length_buckets(lengths, 1000, 500) == [[0, 1, 2, 3]]  # a forward costs more than the padding
+    assert tight_length_buckets([], 100, 10) == []

@@ -1,0 +1,126 @@
+"""The results page of `rladctl compare`: a Table-1-like summary, diagnostics and reward curves."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rladctl.artifacts import atomic_write_bytes
+from rladctl.metrics import natural_key
+
+ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
+DIAGNOSTICS = ("teacher_logratio_mean", "teacher_clamp_frac", "clip_frac_low", "clip_frac_high", "approx_kl_old", "reward_mean")
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {sd:.3f}"
+
+
+def _by_method(runs) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for run in runs:
+        grouped.setdefault(run.method, []).append(run)
+    return {m: grouped[m] for m in ORDER if m in grouped}
+
+
+def results_table(runs, K: int) -> tuple[list[str], list[list[str]]]:
+    grouped = _by_method(runs)
+    levels = sorted({lvl for r in runs for lvl in r.by_difficulty}, key=natural_key)
+    header = ["method", f"Mean@{K}", f"Pass@{K}", *[f"Mean@{K} L{lvl}" for lvl in levels], "wall s / run"]
+    rows = []
+    for method, group in grouped.items():
+        rows.append([
+            method, _ms([r.overall.mean for r in group]), _ms([r.overall.pass_at[K] for r in group]),
+            *[_ms([r.by_difficulty[lvl].mean for r in group if lvl in r.by_difficulty]) for lvl in levels],
+            f"{statistics.fmean([r.seconds for r in group]):.0f}" if method != "base" else "–",
+        ])
+    return header, rows
+
+
+def paired_gaps(runs, K: int, against: str = "grpo") -> list[list[str]]:
+    """Per-seed differences from one method (the seeds share start weights and prompts)."""
+    grouped = _by_method(runs)
+    if against not in grouped:
+        return []
+    ref = {r.seed: r.overall.mean for r in grouped[against]}
+    rows = []
+    for method, group in grouped.items():
+        if method == against:
+            continue
+        diffs = [r.overall.mean - ref[r.seed] for r in group if r.seed in ref]
+        wins = sum(d > 0 for d in diffs)
+        rows.append([f"{method} - {against}", _ms(diffs), f"{wins}/{len(diffs)}"])
+    return rows
+
+
+def diagnostics(runs) -> list[list[str]]:
+    rows = []
+    for method, group in _by_method(runs).items():
+        if method == "base":
+            continue
+        for label, pick in (("first", 0), ("last", -1)):
+            values = [r.iterations[pick] for r in group if r.iterations]
+            cells = []
+            for key in DIAGNOSTICS:
+                xs = [v[key] for v in values if v.get(key) is not None]
+                cells.append(f"{statistics.fmean(xs):.3g}" if xs else "–")
+            rows.append([method, f"{label} iteration", *cells])
+    return rows
+
+
+def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
+    from rladctl.report import curve_plot, markdown_table
+
+    K = recipe.eval.pass_at
+    header, rows = results_table(runs, K)
+    seeds = sorted({r.seed for r in runs})
+    curves = {}
+    for method, group in _by_method(runs).items():
+        if method == "base":
+            continue
+        length = min(len(r.iterations) for r in group)
+        curves[method] = [(i, statistics.fmean(r.iterations[i]["reward_mean"] for r in group)) for i in range(length)]
+    png = path.with_name(path.stem + "-reward.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curve_plot(png, curves, "iteration (one optimizer step each)" if recipe.train.epochs * recipe.train.mini_batches == 1 else "iteration",
+               "mean reward of the training rollouts", f"training reward, mean over {len(seeds)} seeds")
+    verdict = ordering_verdict(runs)
+    r, t = recipe.rollout, recipe.train
+    text = "\n".join([
+        "# rladctl compare: RLAD and its baselines in miniature", "",
+        f"Produced by `rladctl compare` in {seconds / 60:.1f} min on this machine. Task `{recipe.task.name}` "
+        f"(config {recipe.task.config}, mix {recipe.task.mix}), {recipe.run.iterations} iterations x {r.num_prompts} prompts x G = {r.group_size}, "
+        f"{t.epochs * t.mini_batches} optimizer step(s) per iteration, lr {t.lr}; evaluation on {recipe.eval.num_prompts or recipe.task.eval_size} held-out prompts, "
+        f"n = {recipe.eval.n or K}, temperature {recipe.eval.temperature}, top_p {recipe.eval.top_p}. "
+        f"Seeds: {len(seeds)} (mean ± sample std over seeds). Every method starts from the same student weights and sees the same prompts.", "",
+        f"Teacher (reference): Mean@{K} {teacher.overall.mean:.3f}, Pass@{K} {teacher.overall.pass_at[K]:.3f}.", "",
+        "## Results", "", markdown_table(header, rows), "",
+        "## Paired differences in Mean@K (same seed, same start)", "", markdown_table(["comparison", "mean ± std", "seeds ahead"], paired_gaps(runs, K)), "",
+        "## Verdict", "", verdict, "",
+        "## Training diagnostics (means over seeds)", "",
+        markdown_table(["method", "when", *DIAGNOSTICS], diagnostics(runs)), "",
+        f"![reward curves]({png.name})", "",
+    ])
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def ordering_verdict(runs) -> str:
+    """Does Mean@K order RLAD > KDRL > GRPO > base, with each gap larger than the seed spread?"""
+    grouped = _by_method(runs)
+    chain = [m for m in ("rlad", "kdrl", "grpo", "base") if m in grouped]
+    means = {m: statistics.fmean(r.overall.mean for r in grouped[m]) for m in chain}
+    sds = {m: (statistics.stdev([r.overall.mean for r in grouped[m]]) if len(grouped[m]) > 1 else 0.0) for m in chain}
+    lines = []
+    for hi, lo in zip(chain, chain[1:]):
+        gap = means[hi] - means[lo]
+        clear = gap > max(sds[hi], sds[lo])
+        lines.append(f"- {hi} vs {lo}: {gap:+.3f} Mean@K ({'above, gap larger than the spread' if clear and gap > 0 else 'not clearly above'})")
+    ordered = all(means[a] - means[b] > max(sds[a], sds[b]) for a, b in zip(chain, chain[1:]))
+    head = "The paper's ordering (RLAD > KDRL > GRPO > base on Mean@K, gaps larger than the spread) " + ("holds here." if ordered else "does NOT hold here.")
+    return "\n".join([head, *lines])
