@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (Qwen3's by default)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
     parser.add_argument("--max-ratio", type=float, default=0.15, help="fail when rladctl extra / naive extra exceeds this")
+    parser.add_argument("--summary", help="also write the result as JSON here (for benchmarks/run_all.py)")
     parser.add_argument("--path", choices=("naive", "rladctl"), help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--save", help=argparse.SUPPRESS)  # child: where to write log-probs and grads
     return parser.parse_args(argv)
@@ -134,6 +135,11 @@ def main(argv=None) -> int:
         print("note: /proc/self/clear_refs not writable; peaks are lifetime ru_maxrss and may include setup")
     print(f"max |naive - rladctl|: log-prob {diff['logp']:.2e}, grad h {diff['grad_h']:.2e}, grad W {diff['grad_w']:.2e}")
     print(f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}")
+    if args.summary:
+        with open(args.summary, "w") as f:
+            json.dump({"benchmark": f"log-prob + backward memory, {args.tokens} tok x {args.vocab:,} vocab",
+                       "rladctl": f"{rows['rladctl']['extra_mib']:,.0f} MiB", "baseline": f"{rows['naive']['extra_mib']:,.0f} MiB (naive)",
+                       "ratio": f"{ratio:.3f}", "target": f"<= {args.max_ratio}", "ok": ok}, f)
     return 0 if ok else 1
 
 

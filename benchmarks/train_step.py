@@ -58,11 +58,11 @@ def build_shards(args: argparse.Namespace) -> tuple[Path, Path]:
     run_rollout(load_recipe(None, TASK + [
         f'rollout.model="{student}"', f'rollout.out="{root / "rollouts"}"', f"rollout.num_prompts={args.prompts}",
         f"rollout.group_size={args.group}", f"rollout.max_new_tokens={args.max_new_tokens}", f'rollout.device="{args.device}"',
-    ]))
+    ]), overwrite=True)  # a cache from another rladctl version is rebuilt; a matching one stays a no-op
     run_score_teacher(load_recipe(None, [
         f'score_teacher.teacher="{teacher}"', f'score_teacher.input="{root / "rollouts"}"', f'score_teacher.out="{root / "scored"}"',
         f'score_teacher.device="{args.device}"',
-    ]))
+    ]), overwrite=True)
     return student, root / "scored"
 
 

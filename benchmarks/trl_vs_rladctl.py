@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per side first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--max-ratio", type=float, default=1.0, help="fail when rladctl / TRL time exceeds this")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra rladctl recipe override, e.g. train.recompute_old=false (repeatable)")
     parser.add_argument("--summary", help="also write the result as JSON here (for benchmarks/run_all.py)")
     return parser.parse_args(argv)
 
@@ -81,7 +83,7 @@ def run_recipe(args: argparse.Namespace, student: Path, teacher: Path, run_dir: 
         "objective.name=trrd", f"rollout.num_prompts={args.prompts}", f"rollout.group_size={args.group}",
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.batch_size={args.prompts * args.group}",
         "rollout.temperature=1.0", "rollout.top_p=1.0", 'rollout.device="cpu"', 'score_teacher.device="cpu"',
-        'train.device="cpu"', f"train.lr={args.lr}", "train.epochs=1", "train.mini_batches=1",
+        'train.device="cpu"', f"train.lr={args.lr}", "train.epochs=1", "train.mini_batches=1", *args.overrides,
     ])
 
 
@@ -145,6 +147,16 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[callback])
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
+    generate = trainer._generate_and_score_completions  # private, but the one call that samples and scores
+
+    def timed_generate(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return generate(*a, **k)
+        finally:
+            callback.generation.append(time.perf_counter() - t0)
+
+    trainer._generate_and_score_completions = timed_generate
     return trainer
 
 
@@ -154,14 +166,17 @@ def make_callback(loop: RladctlLoop, trl_times: list[float], trl_tokens: list[fl
     class Alternate(TrainerCallback):
         """Times each TRL optimizer step, then runs the rladctl iteration of the same index."""
 
+        def __init__(self):
+            self.generation: list[float] = []  # seconds in TRL's generate-and-score part of each step
+            self.trainer = None
+
         def on_step_begin(self, args, state, control, **kwargs):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             trl_times.append(time.perf_counter() - self.t0)
-            trainer_metrics = getattr(self, "trainer", None)
-            if trainer_metrics is not None:
-                lengths = trainer_metrics._metrics["train"].get("completions/mean_length", [])
+            if self.trainer is not None:
+                lengths = self.trainer._metrics["train"].get("completions/mean_length", [])
                 trl_tokens.append(lengths[-1] if lengths else float("nan"))
             loop.iteration(len(trl_times) - 1)
 
@@ -186,6 +201,7 @@ def main(argv=None) -> int:
     loop = RladctlLoop(recipe)
     trl_times: list[float] = []
     trl_lengths: list[float] = []
+    trl_generation: list[float] = []
     try:
         import trl
 
@@ -197,13 +213,14 @@ def main(argv=None) -> int:
         trainer = trl_trainer(args, recipe, student, callback)
         callback.trainer = trainer
         trainer.train()
+        trl_generation = callback.generation
     else:
         for i in range(steps):
             loop.iteration(i)
-    return report(args, loop, trl_times, trl_lengths, trl_error, trl_version)
+    return report(args, loop, trl_times, trl_lengths, trl_generation, trl_error, trl_version)
 
 
-def report(args, loop: RladctlLoop, trl_times: list[float], trl_lengths: list[float], trl_error, trl_version) -> int:
+def report(args, loop: RladctlLoop, trl_times, trl_lengths, trl_generation, trl_error, trl_version) -> int:
     import torch
     import transformers
 
@@ -211,7 +228,8 @@ def report(args, loop: RladctlLoop, trl_times: list[float], trl_lengths: list[fl
     ours = {k: statistics.median(t[k] for t in loop.times[timed]) for k in (*STAGES, "total")}
     print(f"student {args.student}, teacher {args.teacher} (rladctl only), float32 on cpu ({torch.get_num_threads()} threads); "
           f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, lr {args.lr}; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version or 'not available'}")
+          f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version or 'not available'}"
+          + (f"; rladctl overrides: {' '.join(args.overrides)}" if args.overrides else ""))
     print(f"{args.repeats} timed iterations per side after {args.warmup} warm-up, alternating TRL step k / rladctl iteration k; medians")
     print(f"rladctl completion tokens per iteration: {statistics.median(loop.tokens[timed]):.0f}" +
           (f"; TRL mean completion length {statistics.median(trl_lengths[timed]):.1f} x {args.prompts * args.group} rows" if trl_lengths else ""))
@@ -227,6 +245,11 @@ def report(args, loop: RladctlLoop, trl_times: list[float], trl_lengths: list[fl
         ok = True
     else:
         theirs = trl_times[timed]
+        gen = trl_generation[timed]
+        if len(gen) == len(theirs):
+            print(f"{'TRL generate + reward':<34}{statistics.median(gen):>10.2f}{min(gen):>9.2f}{max(gen):>9.2f}")
+            rest = [t - g for t, g in zip(theirs, gen)]
+            print(f"{'TRL forward/backward + optimizer':<34}{statistics.median(rest):>10.2f}{min(rest):>9.2f}{max(rest):>9.2f}")
         print(f"{'TRL GRPOTrainer step':<34}{statistics.median(theirs):>10.2f}{min(theirs):>9.2f}{max(theirs):>9.2f}")
         ratio = ours["total"] / statistics.median(theirs)
         ok = ratio <= args.max_ratio

@@ -10,6 +10,7 @@ from rladctl.artifacts import atomic_write_bytes
 from rladctl.metrics import natural_key
 
 ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
+SMOOTH = 10  # iterations in the reward curve's moving mean (each iteration sees new prompts)
 DIAGNOSTICS = ("teacher_logratio_mean", "teacher_clamp_frac", "clip_frac_low", "clip_frac_high", "approx_kl_old", "reward_mean")
 
 
@@ -31,7 +32,7 @@ def _by_method(runs) -> dict[str, list]:
 def results_table(runs, K: int) -> tuple[list[str], list[list[str]]]:
     grouped = _by_method(runs)
     levels = sorted({lvl for r in runs for lvl in r.by_difficulty}, key=natural_key)
-    header = ["method", f"Mean@{K}", f"Pass@{K}", *[f"Mean@{K} L{lvl}" for lvl in levels], "wall s / run"]
+    header = ["method", f"Mean@{K}", f"Pass@{K}", *[f"Mean@{K} L{lvl}" for lvl in levels], "train wall s / run"]
     rows = []
     for method, group in grouped.items():
         rows.append([
@@ -61,7 +62,7 @@ def paired_gaps(runs, K: int, against: str = "grpo") -> list[list[str]]:
 def diagnostics(runs) -> list[list[str]]:
     rows = []
     for method, group in _by_method(runs).items():
-        if method == "base":
+        if method in ("base", "offline"):  # no ratio, no teacher term: nothing to diagnose
             continue
         for label, pick in (("first", 0), ("last", -1)):
             values = [r.iterations[pick] for r in group if r.iterations]
@@ -81,19 +82,21 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
     seeds = sorted({r.seed for r in runs})
     curves = {}
     for method, group in _by_method(runs).items():
-        if method == "base":
+        if method in ("base", "offline"):  # offline trains on reward-filtered teacher rows (reward 1)
             continue
         length = min(len(r.iterations) for r in group)
-        curves[method] = [(i, statistics.fmean(r.iterations[i]["reward_mean"] for r in group)) for i in range(length)]
+        per_iter = [statistics.fmean(r.iterations[i]["reward_mean"] for r in group) for i in range(length)]
+        curves[method] = [(i, statistics.fmean(per_iter[max(0, i - SMOOTH + 1) : i + 1])) for i in range(length)]
     png = path.with_name(path.stem + "-reward.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     curve_plot(png, curves, "iteration (one optimizer step each)" if recipe.train.epochs * recipe.train.mini_batches == 1 else "iteration",
-               "mean reward of the training rollouts", f"training reward, mean over {len(seeds)} seeds")
+               f"student's rollout reward (moving mean of {SMOOTH})", f"training reward, mean over {len(seeds)} seeds")
     verdict = ordering_verdict(runs)
     r, t = recipe.rollout, recipe.train
     text = "\n".join([
         "# rladctl compare: RLAD and its baselines in miniature", "",
-        f"Produced by `rladctl compare` in {seconds / 60:.1f} min on this machine. Task `{recipe.task.name}` "
+        f"Produced by `rladctl compare`; the training stages took {sum(r.seconds for r in runs) / 60:.1f} min in all on this machine "
+        f"(from their manifests; evaluations excluded). Task `{recipe.task.name}` "
         f"(config {recipe.task.config}, mix {recipe.task.mix}), {recipe.run.iterations} iterations x {r.num_prompts} prompts x G = {r.group_size}, "
         f"{t.epochs * t.mini_batches} optimizer step(s) per iteration, lr {t.lr}; evaluation on {recipe.eval.num_prompts or recipe.task.eval_size} held-out prompts, "
         f"n = {recipe.eval.n or K}, temperature {recipe.eval.temperature}, top_p {recipe.eval.top_p}. "

@@ -96,4 +96,7 @@ def run_demo(out: str | Path = "runs/demo", iterations: int | None = None, overr
     recipe = load_recipe(recipe_path(), [*overrides, *sets])
     summary = run_loop(recipe)
     steps = sorted(summary.evals)
-    return DemoSummary(summary.run_dir, time.perf_counter() - started, summary.evals[steps[0]], summary.evals[steps[-1]], summary.report)
+    K = recipe.eval.pass_at
+    names = {"mean": f"Mean@{K}", "pass_at_K": f"Pass@{K}"}
+    label = lambda values: {names.get(k, k): v for k, v in values.items()}  # noqa: E731
+    return DemoSummary(summary.run_dir, time.perf_counter() - started, label(summary.evals[steps[0]]), label(summary.evals[steps[-1]]), summary.report)

@@ -55,7 +55,7 @@ def import_vllm():
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR" if os.environ.get("RLADCTL_QUIET") else "WARNING")
     try:
-        import vllm
+        vllm = _import_in_thread()
     except ImportError as exc:
         if exc.name == "vllm":
             raise MissingDependencyError("the vllm backend needs the vllm package, which is not installed", None, INSTALL_FIX) from None
@@ -72,6 +72,35 @@ def import_vllm():
             f"pip install 'vllm>={MIN_VLLM}'",
         )
     return vllm
+
+
+def _import_in_thread():
+    """``import vllm`` plus its lazily imported engine, in a short-lived thread.
+
+    Some module under vllm keeps the frame that imported it alive for good. Imported from the
+    stage, that frame's f_back chain would pin the stage's frames and, through their locals, the
+    generator and its engine processes (eval starts one engine per model). A thread's chain ends
+    at the thread.
+    """
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            import vllm
+
+            vllm.LLM, vllm.SamplingParams  # noqa: B018  (lazy attributes: import them now)
+            box["module"] = vllm
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="import-vllm")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["module"]
 
 
 def engine_kwargs(cfg, model: str, **extra: Any) -> dict[str, Any]:
@@ -113,7 +142,7 @@ class VLLMGenerator:
 
     @classmethod
     def from_config(cls, cfg) -> "VLLMGenerator":
-        """Start an engine for ``cfg.model`` (a RolloutConfig); ~20-30 s on CPU."""
+        """Start an engine for ``cfg.model`` (a RolloutConfig); 20-50 s on a 2-core CPU."""
         vllm = import_vllm()
         from rladctl.models import load_tokenizer
 
@@ -121,6 +150,20 @@ class VLLMGenerator:
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
         llm = vllm.LLM(**kwargs)
         return cls(llm, tokenizer, generation_eos_ids(cfg.model, tokenizer), vllm.__version__)
+
+    def close(self) -> None:
+        """Stop the engine's processes now rather than at garbage collection, so that the next
+        engine (eval samples several models in one process) finds the GPU memory free."""
+        core = getattr(getattr(getattr(self, "llm", None), "llm_engine", None), "engine_core", None)
+        self.llm = None
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: vLLM cleans up after itself
+            pass
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, on_batch=None) -> list[Sample]:
         """One Sample per prompt. Runs of identical consecutive prompts (the caller repeats each
@@ -130,9 +173,8 @@ class VLLMGenerator:
 
         if params.temperature <= 0:
             raise ValueError("temperature must be > 0 for sampling")
-        requests, starts = [], []
+        requests = []
         for start, count in consecutive_runs(prompts):
-            starts.append(start)
             requests.append(({"prompt_token_ids": list(prompts[start])}, VSamplingParams(
                 n=count, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
                 seed=(params.seed + start) % 2**62, logprobs=0, stop_token_ids=self.eos_ids, detokenize=False,  # rollout decodes
@@ -174,15 +216,24 @@ def to_sample(completion, eos_ids: list[int]) -> Sample:
 
 def generation_eos_ids(model: str, tokenizer) -> list[int]:
     """The hf backend's stop set (generation_config eos + tokenizer eos), read without the weights."""
-    from transformers import GenerationConfig
+    import json
+    from pathlib import Path
 
     from rladctl.generation import eos_token_ids
     from rladctl.models import locate
 
-    try:
-        gen_cfg = GenerationConfig.from_pretrained(str(locate(model)))
-    except OSError:  # no generation_config.json
-        gen_cfg = None
+    source = locate(model)
+    if isinstance(source, Path):
+        # Two ids from a JSON file: no transformers.GenerationConfig (and its imports) needed.
+        path = source / "generation_config.json"
+        gen_cfg = SimpleNamespace(**json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+    else:
+        from transformers import GenerationConfig
+
+        try:
+            gen_cfg = GenerationConfig.from_pretrained(source)
+        except OSError:  # no generation_config.json
+            gen_cfg = None
     return eos_token_ids(SimpleNamespace(generation_config=gen_cfg), tokenizer)
 
 

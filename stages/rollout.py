@@ -102,6 +102,10 @@ def sample_rows(task, prompt_cfg, prompts: PreparedPrompts, generator, params, g
     return cols
 
 
+# vLLM engine settings that change how fast rows are made, never which rows: not fingerprinted.
+ENGINE_ONLY = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager", "fallback_to_hf")
+
+
 def part_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index * 7_919 + 17) % (2**63 - 1)
 
@@ -143,7 +147,7 @@ def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overw
     prompts = prepare_prompts(task, recipe.prompt, tokenizer, cfg.split, cfg.prompt_offset, cfg.num_prompts)
     identity = model_identity(cfg.model)
     # Paths are provenance (kept in the manifest); the model enters the fingerprint by its hashes.
-    stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "model")}
+    stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "model", *ENGINE_ONLY)}
     described = {
         "kind": kind, "stage": stage_cfg, "task": to_plain(recipe.task), "prompt": to_plain(recipe.prompt),
         "model": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
@@ -163,19 +167,23 @@ def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overw
     if missing or (distributed.is_main() and len(writer.done) >= num_parts):
         generator = load_generator(dataclasses.replace(cfg, device=distributed.device(cfg.device)), cfg.backend, cfg.group_size)
         check_context(prompts, cfg.max_new_tokens, model_context(getattr(generator, "model", None) or generator), cfg.model)
-    started = time.perf_counter()
-    with meter(f"{kind} {Path(cfg.out).name}", total=len(missing)) as bar:
-        for index in missing:
-            sl = slice(index * cfg.prompts_per_part, (index + 1) * cfg.prompts_per_part)
-            part_prompts = PreparedPrompts(prompts.items[sl], prompts.texts[sl], prompts.token_ids[sl])
-            params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, part_seed(cfg.seed, index))
-            cols = sample_rows(task, recipe.prompt, part_prompts, generator, params, cfg.group_size, cfg.policy_step)
-            if extra_columns is not None:
-                cols.update(extra_columns(cols))
-            writer.write_part(index, to_table(cols, kind))
-            part_tokens = sum(len(t) for t in cols[S.COMPLETION_TOKEN_IDS])
-            tokens += part_tokens
-            bar.advance(1, part_tokens)
+    try:
+        started = time.perf_counter()
+        with meter(f"{kind} {Path(cfg.out).name}", total=len(missing)) as bar:
+            for index in missing:
+                sl = slice(index * cfg.prompts_per_part, (index + 1) * cfg.prompts_per_part)
+                part_prompts = PreparedPrompts(prompts.items[sl], prompts.texts[sl], prompts.token_ids[sl])
+                params = SamplingParams(cfg.temperature, cfg.top_p, cfg.max_new_tokens, part_seed(cfg.seed, index))
+                cols = sample_rows(task, recipe.prompt, part_prompts, generator, params, cfg.group_size, cfg.policy_step)
+                if extra_columns is not None:
+                    cols.update(extra_columns(cols))
+                writer.write_part(index, to_table(cols, kind))
+                part_tokens = sum(len(t) for t in cols[S.COMPLETION_TOKEN_IDS])
+                tokens += part_tokens
+                bar.advance(1, part_tokens)
+    finally:
+        if generator is not None and hasattr(generator, "close"):
+            generator.close()  # a vLLM engine holds memory and worker processes
     seconds = time.perf_counter() - started
     tokens, parts_written = (int(x) for x in distributed.all_reduce_floats([tokens, len(missing)]))
     seconds = distributed.all_reduce_float(seconds, "max")

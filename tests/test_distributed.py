@@ -52,8 +52,17 @@ def one_process_artifacts(models, root: Path) -> None:
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
 
-    run_rollout(load_recipe(None, [*ROLLOUT_SETS, f'rollout.model="{models["student"]}"', f'rollout.out="{root / "r"}"']))
-    run_score_teacher(load_recipe(None, [f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{root / "r"}"', f'score_teacher.out="{root / "s"}"']))
+    import torch
+
+    # torchrun's ranks run one thread each (OMP_NUM_THREADS=1): match it, since byte equality
+    # includes the last bit of every float and CPU kernels sum in a thread-dependent order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_rollout(load_recipe(None, [*ROLLOUT_SETS, f'rollout.model="{models["student"]}"', f'rollout.out="{root / "r"}"']))
+        run_score_teacher(load_recipe(None, [f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{root / "r"}"', f'score_teacher.out="{root / "s"}"']))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_rollout_and_score_teacher_on_two_ranks_write_the_one_process_artifacts(models, tmp_path):
@@ -90,8 +99,19 @@ def test_two_ranks_resume_a_partial_artifact_writing_only_the_missing_parts(mode
 
 
 def one_process(shards, out: Path, *extra: str):
+    import torch
+
     from rladctl.stages.train import run_train
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as torchrun's ranks (OMP_NUM_THREADS=1): same kernel summation order
+    try:
+        return _train_one(run_train, shards, out, *extra)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_one(run_train, shards, out: Path, *extra: str):
     return run_train(load_recipe(None, [
         f'train.model="{shards["student"]}"', f'train.inputs=["{shards["scored"]}"]', f'train.out="{out}"',
         'objective.name="trrd"', *TRAIN_SETS, *extra,

@@ -102,3 +102,15 @@ def test_compare_writes_a_results_page_from_real_runs(models, tmp_path):
     # The base row's Mean@K is the mean of the two base evaluations' reports.
     means = [json.loads((tmp_path / "cmp" / "eval" / f"base-seed{s}" / "report.json").read_text())["summaries"][f"base-seed{s}"]["overall"]["mean"] for s in (0, 1)]
     assert f"{sum(means) / 2:.3f} ±" in page.split("| base ")[1].split("\n")[0]
+
+
+@pytest.mark.slow
+def test_demo_improves_the_student_within_ten_minutes(tmp_path):
+    """The README's main command, end to end (about 5-9 minutes on 2 cores): RLAD must help."""
+    started = time.perf_counter()
+    done = run_cli("demo", "--out", str(tmp_path / "demo"), "--json", timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["after"]["Mean@8"] > summary["before"]["Mean@8"], summary
+    assert time.perf_counter() - started < 600
+    assert (tmp_path / "demo" / "rlad" / "report.md").exists()
