@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from score_memory import reset_peak, rss_mib  # noqa: E402  (same RSS helpers as benchmark 1)
+from common import measure_in_child, peak_mib, reset_peak, rss_mib  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,7 +91,7 @@ def run_child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     logp_T = forward_backward(path, h_TH, w_VH, targets_T)
     seconds = time.perf_counter() - started
-    peak = rss_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib(exact)
     np.savez(args.save, logp=logp_T.numpy(), grad_h=h_TH.grad.numpy(), grad_w=w_VH.grad.numpy())
     print(json.dumps({"path": args.path, "before_mib": before, "peak_mib": peak, "extra_mib": peak - before, "seconds": seconds, "peak_reset": exact}))
 
@@ -104,11 +101,7 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def measure(path: str, args: argparse.Namespace, save: Path) -> dict:
-    cmd = [sys.executable, __file__, "--path", path, "--save", str(save), "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RLADCTL_QUIET="1"))
-    if done.returncode != 0:
-        sys.exit(f"{path} run failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return measure_in_child(__file__, path, args, save)
 
 
 def main(argv=None) -> int:

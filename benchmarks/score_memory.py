@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure_in_child, peak_mib, reset_peak, rss_mib  # noqa: E402
 
 PROMPT_TOKENS = 16
 
@@ -48,20 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 # child: one path, one process
 
 
-def rss_mib(field: str) -> float:
-    """VmRSS (current) or VmHWM (peak) of this process, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def build_model(vocab: int, hidden: int):
@@ -113,7 +101,7 @@ def run_child(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         logp_T = path(model, prompt, completion)
         seconds = time.perf_counter() - started
-    peak = rss_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib(exact)
     np.save(args.save, logp_T.numpy())
     print(json.dumps({"path": args.path, "before_mib": before, "peak_mib": peak, "extra_mib": peak - before, "seconds": seconds, "peak_reset": exact}))
 
@@ -123,11 +111,7 @@ def run_child(args: argparse.Namespace) -> None:
 
 
 def measure(path: str, args: argparse.Namespace, save: Path) -> dict:
-    cmd = [sys.executable, __file__, "--path", path, "--save", str(save), "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RLADCTL_QUIET="1"))
-    if done.returncode != 0:
-        sys.exit(f"{path} run failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return measure_in_child(__file__, path, args, save)
 
 
 def main(argv=None) -> int:

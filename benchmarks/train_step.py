@@ -19,12 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-TASK = [
-    "task.name=chain_sum",
-    "task.config={min_terms = 2, max_terms = 3, min_digits = 1, max_digits = 2}",
-    'prompt.template="{metadata[expression]} ="',
-    'prompt.instruction=""',
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TASK  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

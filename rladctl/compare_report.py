@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
 
 from rladctl.artifacts import atomic_write_bytes
 from rladctl.metrics import natural_key

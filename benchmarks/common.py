@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts (run as `python benchmarks/NAME.py`, which puts this
+folder on sys.path)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+# The tiny task every CPU benchmark samples from: chain sums in a compact prompt.
+TASK = [
+    "task.name=chain_sum",
+    "task.config={min_terms = 2, max_terms = 3, min_digits = 1, max_digits = 2}",
+    'prompt.template="{metadata[expression]} ="',
+    'prompt.instruction=""',
+]
+
+
+def rss_mib(field: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mib(exact: bool) -> float:
+    """Peak RSS since reset_peak() when it worked, else since the process started."""
+    return rss_mib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_in_child(script: str, path: str, args: argparse.Namespace, save: Path) -> dict:
+    """Run ``script --path PATH`` in a fresh process (its own peak memory) and read its JSON line."""
+    cmd = [sys.executable, script, "--path", path, "--save", str(save), "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RLADCTL_QUIET="1"))
+    if done.returncode != 0:
+        sys.exit(f"{path} run failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
