@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-trl"), help="models and run artifacts go here")
     parser.add_argument("--student", default="tiny-4m", help="rladctl.models preset of the student (trained by both)")
     parser.add_argument("--teacher", default="tiny-10m", help="preset of the teacher rladctl scores with")
+    parser.add_argument("--teacher-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="score_teacher.dtype (the teacher is frozen and only scores; the student stays float32)")
     parser.add_argument("--prompts", type=int, default=16, help="P prompts per step")
     parser.add_argument("--group", type=int, default=8, help="G completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -79,7 +81,8 @@ def run_recipe(args: argparse.Namespace, student: Path, teacher: Path, run_dir: 
         "objective.name=trrd", f"rollout.num_prompts={args.prompts}", f"rollout.group_size={args.group}",
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.batch_size={args.prompts * args.group}",
         "rollout.temperature=1.0", "rollout.top_p=1.0", 'rollout.device="cpu"', 'score_teacher.device="cpu"',
-        'train.device="cpu"', f"train.lr={args.lr}", "train.epochs=1", "train.mini_batches=1", *args.overrides,
+        'train.device="cpu"', f"train.lr={args.lr}", "train.epochs=1", "train.mini_batches=1",
+        f'score_teacher.dtype="{args.teacher_dtype}"', *args.overrides,
     ])
 
 
@@ -222,7 +225,7 @@ def report(args, loop: RladctlLoop, trl_times, trl_lengths, trl_generation, trl_
 
     timed = slice(args.warmup, None)
     ours = {k: statistics.median(t[k] for t in loop.times[timed]) for k in (*STAGES, "total")}
-    print(f"student {args.student}, teacher {args.teacher} (rladctl only), float32 on cpu ({torch.get_num_threads()} threads); "
+    print(f"student {args.student} float32, teacher {args.teacher} {args.teacher_dtype} (rladctl only), on cpu ({torch.get_num_threads()} threads); "
           f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, lr {args.lr}; "
           f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version or 'not available'}"
           + (f"; rladctl overrides: {' '.join(args.overrides)}" if args.overrides else ""))

@@ -11,17 +11,20 @@ the missing ones; a directory holding another run's parts is refused unless ``--
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from rladctl import __version__
-from rladctl.errors import ArtifactError, MissingPathError
+from rladctl.errors import ArtifactError, MissingPathError, RladError
 
 MANIFEST = "manifest.json"
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
@@ -60,15 +63,22 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling + fsync + rename."""
+    """Write ``data`` to ``path`` via a temporary sibling + fsync + rename; a failed write is the
+    one-line ``cannot write`` error. A temporary sibling that a killed writer left is removed first."""
     path = Path(path)
     tmp = _tmp_path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
+        if not _writer_alive(stale):
+            stale.unlink(missing_ok=True)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_output_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -101,6 +111,42 @@ def write_output_error(path: Path, exc: OSError) -> ArtifactError:
     return ArtifactError(f"cannot write {path} ({reason})", None, "free disk space or choose a writable output directory, then re-run to resume")
 
 
+def make_dir(path: Path) -> Path:
+    """``mkdir -p``; a failure is the one-line ``cannot write`` error."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_output_error(Path(path), exc) from None
+    return Path(path)
+
+
+def write_failure(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when a library wrapped it (safetensors, torch.save)."""
+    if isinstance(exc, RladError):  # already one line saying what to fix (MissingPathError is an OSError too)
+        return None
+    if isinstance(exc, OSError):
+        return exc
+    text = str(exc)
+    if match := re.search(r"os error (\d+)", text):  # safetensors: "I/O error: ... (os error 28)"
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    if re.search(r"PytorchStreamWriter failed|file write failed|unexpected pos", text):  # torch.save keeps no errno
+        return OSError(errno.EIO, "write failed; is the disk full?")
+    return None
+
+
+@contextmanager
+def writing(path: Path):
+    """Inside the block, a failed write becomes the one-line error naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        failure = write_failure(exc)
+        if failure is None:
+            raise
+        raise write_output_error(path, failure) from None
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 
@@ -124,11 +170,7 @@ class ArtifactWriter:
     clean_temporary: bool = True
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise write_output_error(self.path, exc) from None
+        self.path = make_dir(Path(self.path))
         manifest_path = self.path / MANIFEST
         if manifest_path.exists():
             try:
@@ -224,10 +266,7 @@ class ArtifactWriter:
             "created_unix": round(time.time(), 3),
             **fields,
         }
-        try:
-            atomic_write_json(self.path / MANIFEST, manifest)
-        except OSError as exc:
-            raise write_output_error(self.path / MANIFEST, exc) from None
+        atomic_write_json(self.path / MANIFEST, manifest)
         self.complete = True
         return manifest
 
@@ -303,12 +342,13 @@ def _part_fingerprint(path: Path) -> str | None:
 # reading
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, need_parts: bool = True) -> dict[str, Any]:
+    """The parsed manifest; ``need_parts=False`` also takes a checkpoint's (a kind without parts)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"manifest {path} is unreadable ({exc})", None, "re-run the stage that wrote it with --overwrite") from None
-    if not isinstance(data, dict) or "kind" not in data or "parts" not in data:
+    if not isinstance(data, dict) or "kind" not in data or (need_parts and "parts" not in data):
         raise ArtifactError(f"manifest {path} is not an rladctl manifest", None, "point at a directory written by rladctl")
     return data
 
@@ -375,12 +415,15 @@ def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True
             f"{role} artifact {path} is incomplete (no {MANIFEST})", None,
             "re-run the stage that writes it: it resumes and finishes the artifact",
         )
-    manifest = _read_manifest(manifest_path)
+    # A checkpoint given where data is expected is refused by its kind, not as "not rladctl's".
+    manifest = _read_manifest(manifest_path, need_parts=False)
     if manifest["kind"] not in kinds:
         raise ArtifactError(
             f"{role} artifact {path} is of kind '{manifest['kind']}'", None,
             f"this command needs {' or '.join(kinds)}",
         )
+    if "parts" not in manifest:
+        raise ArtifactError(f"manifest {manifest_path} lists no parts", None, "point at an artifact directory written by rladctl")
     if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
         raise ArtifactError(f"{role} artifact {path} has schema version {manifest['schema_version']}", None, "upgrade rladctl to read it")
     artifact = Artifact(path, manifest)

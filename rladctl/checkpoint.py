@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rladctl.artifacts import MANIFEST, TMP_MARK, atomic_write_json, write_output_error
+from rladctl.artifacts import MANIFEST, TMP_MARK, atomic_write_json, writing
 
 STATE_FILE = Path("training_state") / "state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -30,22 +30,19 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, metrics:
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
-        state = {"step": torch.tensor(step), "rng": torch.get_rng_state()}
-        if optimizer is not None:
-            state["optimizer"] = optimizer.state_dict()
-        torch.save(state, tmp / STATE_FILE)
-        (tmp / METRICS_FILE).write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
-        atomic_write_json(tmp / MANIFEST, manifest)
-        replace_dir(tmp, path)
-    except OSError as exc:
+        with writing(path):
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+            state = {"step": torch.tensor(step), "rng": torch.get_rng_state()}
+            if optimizer is not None:
+                state["optimizer"] = optimizer.state_dict()
+            torch.save(state, tmp / STATE_FILE)
+            (tmp / METRICS_FILE).write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
+            atomic_write_json(tmp / MANIFEST, manifest)
+            replace_dir(tmp, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise write_output_error(path, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

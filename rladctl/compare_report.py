@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from rladctl.artifacts import atomic_write_bytes
+from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.metrics import natural_key
 
 ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
@@ -87,7 +87,7 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
         per_iter = [statistics.fmean(r.iterations[i]["reward_mean"] for r in group) for i in range(length)]
         curves[method] = [(i, statistics.fmean(per_iter[max(0, i - SMOOTH + 1) : i + 1])) for i in range(length)]
     png = path.with_name(path.stem + "-reward.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     curve_plot(png, curves, "iteration (one optimizer step each)" if recipe.train.epochs * recipe.train.mini_batches == 1 else "iteration",
                f"student's rollout reward (moving mean of {SMOOTH})", f"training reward, mean over {len(seeds)} seeds")
     verdict = ordering_verdict(runs)

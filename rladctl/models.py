@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rladctl.artifacts import writing
 from rladctl.errors import ConfigError, MissingPathError, ModelError, close_matches
 from rladctl.tokenizer import (  # re-exported: stages import every model helper from here
     _first_line,
@@ -65,7 +66,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                      tie_word_embeddings=False),
 }  # fmt: skip
 
-HASH_CACHE = ".rladctl-hash.json"  # next to the weights: {file: {size, mtime_ns, sha256}}
 _HASH_BLOCK = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _DTYPES = {
@@ -79,7 +79,7 @@ def preset_config(preset: str) -> dict[str, Any]:
     """A copy of the preset's Qwen3Config kwargs; unknown names list the valid ones."""
     if preset not in PRESETS:
         hint = close_matches(preset, PRESETS) or f"choose one of {', '.join(PRESETS)}"
-        raise ConfigError(f"unknown model preset '{preset}'", fix=hint)
+        raise ConfigError(f"unknown model preset '{preset}'", "in --preset", hint)
     return dict(PRESETS[preset])
 
 
@@ -127,15 +127,16 @@ def init_model(
                           fix="pass --task (texts) or --tokenizer-from MODEL_DIR")  # fmt: skip
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        tok = _write_tokenizer(tmp, tokenizer, texts, vocab_size, tokenizer_kind)
-        model = _build_model(cfg, tok, seed)
-        from transformers.utils import logging as hf_logging
+        with writing(out_dir):
+            tmp.mkdir(parents=True)
+            tok = _write_tokenizer(tmp, tokenizer, texts, vocab_size, tokenizer_kind)
+            model = _build_model(cfg, tok, seed)
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-        model.save_pretrained(str(tmp), **_safe_serialization_kwargs())
-        _move_into_place(tmp, out_dir)
+            hf_logging.disable_progress_bar()
+            model.save_pretrained(str(tmp), **_safe_serialization_kwargs())
+            _move_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -235,12 +236,13 @@ def shrink_model(src: str | Path, out_dir: str | Path, keep_layers: list[int], o
     student.load_state_dict(state, strict=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        copy_tokenizer_files(src, tmp)
-        student.generation_config = teacher.generation_config
-        student.save_pretrained(str(tmp), **_safe_serialization_kwargs())
-        _move_into_place(tmp, out_dir)
+        with writing(out_dir):
+            tmp.mkdir(parents=True)
+            copy_tokenizer_files(src, tmp)
+            student.generation_config = teacher.generation_config
+            student.save_pretrained(str(tmp), **_safe_serialization_kwargs())
+            _move_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
@@ -301,8 +303,9 @@ def load_model(
     """Load a causal LM after checking a local directory is complete and safe to load.
 
     Refuses: a missing path, a directory without weights, pickle-only weights (unless
-    ``allow_pickle``), a model_type this transformers does not know. Returns the model on
-    ``device`` in eval() mode unless ``for_training``.
+    ``allow_pickle``), a model_type this transformers does not know, weights that do not fit the
+    config (another architecture's checkpoint). Returns the model on ``device`` in eval() mode
+    unless ``for_training``.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -316,19 +319,44 @@ def load_model(
         _dtype_kwarg(): resolve_dtype(dtype, device),
         "trust_remote_code": trust_remote_code,
         "use_safetensors": None if allow_pickle else True,
+        # Mismatched shapes are reported in loading_info (and refused below) instead of a
+        # RuntimeError after a multi-line load report on stderr.
+        "ignore_mismatched_sizes": True,
+        "output_loading_info": True,
     }
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report would repeat, at length, what the error says
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(source), attn_implementation="sdpa", **kwargs)
+            model, info = AutoModelForCausalLM.from_pretrained(str(source), attn_implementation="sdpa", **kwargs)
         except (ValueError, ImportError) as exc:
             if "sdpa" not in str(exc).lower():
                 raise
-            model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)  # no SDPA for this architecture
+            model, info = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)  # no SDPA for this architecture
     except OSError as exc:
         raise ModelError(f"cannot load model {source}: {_first_line(exc)}",
                          fix="check the path or hub id and that its files are complete") from exc  # fmt: skip
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _check_weights_fit(source, info)
     model.to(device)
     return model.train() if for_training else model.eval()
+
+
+def _check_weights_fit(source: Path | str, info: dict[str, Any]) -> None:
+    """Refuse weights that do not fit the config, e.g. one preset's config.json beside another's
+    model.safetensors: transformers would re-initialise the tensors that differ, at random, and go on."""
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
+    missing = sorted(info.get("missing_keys") or [])
+    if mismatched:
+        key, in_weights, in_model = mismatched[0]
+        detail = f"{key} is {list(in_weights)} in the weights but {list(in_model)} in the config's architecture"
+    elif missing:
+        detail = f"{len(missing)} tensors the config's architecture needs are not in the weights, e.g. {missing[0]}"
+    else:
+        return
+    raise ModelError(f"the weights in {source} do not fit its config.json ({detail})",
+                     fix="pair config.json with the weights it was saved with, or point at the checkpoint of this architecture")  # fmt: skip
 
 
 def _dtype_kwarg() -> str:
@@ -360,7 +388,7 @@ def check_model_dir(directory: Path, trust_remote_code: bool = False, allow_pick
         return
     if has_pickle and not allow_pickle:
         raise ModelError(f"model directory {directory} has only pickle weights (pytorch_model.bin), which can run code when loaded",
-                         fix="convert them to safetensors, or set allow_pickle = true for a model you trust")  # fmt: skip
+                         fix="convert them to safetensors (load them with transformers and save_pretrained); from Python, load_model(..., allow_pickle=True) accepts a model you trust")  # fmt: skip
     if not has_pickle:
         raise ModelError(f"model directory {directory} has no weights (model.safetensors)",
                          fix="rerun the stage that writes it, or point at a complete model directory")  # fmt: skip
@@ -372,7 +400,8 @@ def model_identity(path: str | Path) -> dict[str, Any]:
 
     config_hash: canonical JSON of config.json (sorted keys, no whitespace).
     weights_hash: one safetensors file -> its sha256 (same as ``sha256sum``); several -> sha256 of
-    their ``sha256sum`` lines sorted by name. Cached in ``HASH_CACHE`` keyed by (size, mtime_ns).
+    their ``sha256sum`` lines sorted by name. Cached per directory in the user's cache (see
+    ``hash_cache_file``), keyed by each file's (size, mtime_ns, inode).
     tokenizer_hash: sha256 of tokenizer.json, else of the canonical JSON of the id-sorted vocab.
     revision: hub ids only, the resolved commit when the hub cache has it (weights_hash is None).
     """
@@ -421,11 +450,12 @@ def weights_hash(directory: str | Path) -> str | None:
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         return None
-    cache = _read_json(directory / HASH_CACHE) or {}
+    cache_file = hash_cache_file(directory)
+    cache = _read_json(cache_file) or {}
     digests, fresh = {}, {}
     for f in files:
         stat = f.stat()
-        key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
         hit = cache.get(f.name)
         if isinstance(hit, dict) and all(hit.get(k) == v for k, v in key.items()) and hit.get("sha256"):
             digests[f.name] = hit["sha256"]
@@ -433,10 +463,24 @@ def weights_hash(directory: str | Path) -> str | None:
             digests[f.name] = _sha256_file(f)
         fresh[f.name] = {**key, "sha256": digests[f.name]}
     if fresh != cache:
-        _write_json_atomic(directory / HASH_CACHE, fresh)
+        _write_json_atomic(cache_file, fresh)
     if len(files) == 1:
         return digests[files[0].name]
     return _sha256_text("".join(f"{digests[name]}  {name}\n" for name in sorted(digests)))
+
+
+def cache_dir() -> Path:
+    """Where rladctl keeps caches: $RLADCTL_CACHE, else $XDG_CACHE_HOME/rladctl, else ~/.cache/rladctl."""
+    if os.environ.get("RLADCTL_CACHE"):
+        return Path(os.environ["RLADCTL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rladctl"
+
+
+def hash_cache_file(directory: Path) -> Path:
+    """The weights-hash cache of one model directory. It lives in the user's cache, never in the
+    model directory: an input is never written to (it may be shared, or read-only)."""
+    key = hashlib.sha256(str(Path(directory).resolve()).encode()).hexdigest()[:32]
+    return cache_dir() / "weights-sha256" / f"{key}.json"
 
 
 def _sha256_file(path: Path) -> str:
@@ -462,15 +506,16 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        if path.name == HASH_CACHE:
+        if path.parent.name == "weights-sha256":
             return None  # a damaged cache is only a cache: recompute
         raise ModelError(f"{path} is not valid JSON", fix="restore or rewrite the file") from exc
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write then rename; a read-only directory just goes without the cache."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """Write then rename; a read-only cache directory just goes without the cache."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError:

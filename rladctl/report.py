@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.errors import ConfigError, close_matches
 from rladctl.metrics import Summary, ks_for, natural_key
 
@@ -120,7 +121,7 @@ def write_report(
     if not summaries:
         raise ConfigError("nothing to report", "no evaluated models given", "Pass at least one eval artifact")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     paths = {"json": out / "report.json", "md": out / "report.md", "pass_at_k": out / "pass_at_k.png"}
     has_levels = bool(difficulty_levels(summaries))
     if has_levels:
@@ -293,10 +294,8 @@ def _save(fig, path) -> Path:
 
 def _write(path, data: bytes) -> Path:
     """Atomically write ``data`` unless ``path`` already holds exactly these bytes."""
-    from rladctl.artifacts import atomic_write_bytes
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return path

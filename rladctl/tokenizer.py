@@ -172,23 +172,25 @@ def check_same_vocab(
     tok_a: PreTrainedTokenizerBase,
     tok_b: PreTrainedTokenizerBase,
     ids: Iterable[int] | None = None,
+    where: str | None = None,
+    fix: str = "score with a teacher that shares the student's tokenizer (init-model --tokenizer-from TEACHER_DIR)",
 ) -> None:
     """Raise ModelError unless both tokenizers agree on size, special tokens, chat template and
     the string of every id in ``ids`` (all ids when None).
 
     An id neither tokenizer knows (e.g. from an embedding padded past len(tokenizer)) counts as
-    equal: both map it to nothing.
+    equal: both map it to nothing. ``where`` names the two models in the error (e.g. "between
+    the student X and the teacher Y"); ``fix`` says what to do about it.
     """
-    fix = "score with a teacher that shares the student's tokenizer (init-model --tokenizer-from TEACHER_DIR)"
     if len(tok_a) != len(tok_b):
-        raise ModelError(f"tokenizer sizes differ: {len(tok_a)} vs {len(tok_b)} ids", fix=fix)
+        raise ModelError(f"tokenizer sizes differ: {len(tok_a)} vs {len(tok_b)} ids", where, fix)
     for role in ("eos", "pad", "bos"):
         a = (getattr(tok_a, f"{role}_token"), getattr(tok_a, f"{role}_token_id"))
         b = (getattr(tok_b, f"{role}_token"), getattr(tok_b, f"{role}_token_id"))
         if a != b:
-            raise ModelError(f"{role} tokens differ: {a[0]!r} (id {a[1]}) vs {b[0]!r} (id {b[1]})", fix=fix)
+            raise ModelError(f"{role} tokens differ: {a[0]!r} (id {a[1]}) vs {b[0]!r} (id {b[1]})", where, fix)
     if getattr(tok_a, "chat_template", None) != getattr(tok_b, "chat_template", None):
-        raise ModelError("chat templates differ", fix=fix)
+        raise ModelError("chat templates differ", where, fix)
     strings_a = {i: s for s, i in tok_a.get_vocab().items()}
     strings_b = {i: s for s, i in tok_b.get_vocab().items()}
     if strings_a == strings_b:
@@ -197,7 +199,7 @@ def check_same_vocab(
     for i in sorted(strings_a.keys() | strings_b.keys()) if ids is None else dict.fromkeys(map(int, ids)):
         if strings_a.get(i) != strings_b.get(i):
             raise ModelError(
-                f"tokenizers differ at id {i}: {strings_a.get(i)!r} vs {strings_b.get(i)!r}", fix=fix
+                f"tokenizers differ at id {i}: {strings_a.get(i)!r} vs {strings_b.get(i)!r}", where, fix
             )
 
 

@@ -18,7 +18,7 @@ from rladctl import distributed
 from rladctl import schema as S
 from rladctl.artifacts import open_artifact
 from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, build_recipe
-from rladctl.errors import ConfigError
+from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log
 
 
@@ -108,6 +108,8 @@ def prompt_results(path: Path, difficulty_field: str = ""):
     from rladctl.metrics import PromptResult
 
     artifact = open_artifact(path, (S.ROLLOUTS, S.SCORED, S.EVAL), role="eval")
+    if artifact.rows == 0:
+        raise ArtifactError(f"eval artifact {path} has no rows", None, "score an artifact with rows: re-run rladctl rollout or eval with at least one prompt")
     task_cfg = artifact.manifest.get("task") or {}
     level_of = difficulty_of(task_cfg, difficulty_field)
     table = artifact.table([S.PROMPT_ID, S.TASK_METADATA, S.REWARD])
@@ -120,13 +122,19 @@ def prompt_results(path: Path, difficulty_field: str = ""):
     return task_cfg.get("name", ""), list(by_prompt.values())
 
 
-def check_request(cfg: EvalConfig) -> int:
-    """Refuse impossible requests before any model loads; returns n, the samples per prompt."""
+def check_pass_at(cfg: EvalConfig) -> int:
+    """Refuse a K that n samples per prompt cannot serve; returns n (also checked by `run --dry-run`)."""
     K, n = cfg.pass_at, cfg.n or cfg.pass_at
     if K < 1:
         raise ConfigError(f"--pass-at must be >= 1, got {K}", None, "use e.g. --pass-at 32")
     if n < K:
         raise ConfigError(f"pass@{K} needs at least {K} samples per prompt but eval.n is {n}", None, f"set eval.n >= {K} or lower --pass-at")
+    return n
+
+
+def check_request(cfg: EvalConfig) -> int:
+    """Refuse impossible requests before any model loads; returns n, the samples per prompt."""
+    n = check_pass_at(cfg)
     if bool(cfg.models) == bool(cfg.from_artifacts):
         raise ConfigError("give either models to sample or artifacts to score", "for eval", "pass --model DIR (repeatable) or --from ARTIFACT (repeatable)")
     if not cfg.out:

@@ -47,11 +47,12 @@ class PreparedPrompts:
     token_ids: list[list[int]]
 
 
-def prepare_prompts(task, prompt_cfg: PromptConfig, tokenizer, split: str, offset: int, count: int) -> PreparedPrompts:
+def prepare_prompts(task, prompt_cfg: PromptConfig, tokenizer, split: str, offset: int, count: int, key: str = "rollout.num_prompts") -> PreparedPrompts:
+    """``key`` names the recipe key ``count`` came from, for the error when it is < 1."""
     from rladctl.tasks import render_prompt
 
     if count < 1:
-        raise ConfigError(f"number of prompts must be >= 1, got {count}", None, "set rollout.num_prompts")
+        raise ConfigError(f"no prompts to sample (the number of prompts is {count})", f"in {key}", f"set {key.split(' ')[0]} >= 1")
     items = task.items(split, offset, count)
     texts = [render_prompt(item, prompt_cfg, tokenizer) for item in items]
     add_special = not (prompt_cfg.chat_template != "never" and getattr(tokenizer, "chat_template", None))
@@ -144,7 +145,9 @@ def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overw
         raise ConfigError("group_size, prompts_per_part and max_new_tokens must be >= 1", f"in [{'rollout' if kind == S.ROLLOUTS else 'eval'}]", "fix the recipe")
     task = build_task(recipe.task)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    prompts = prepare_prompts(task, recipe.prompt, tokenizer, cfg.split, cfg.prompt_offset, cfg.num_prompts)
+    # eval fills num_prompts from eval.num_prompts, or task.eval_size when that is 0
+    key = "rollout.num_prompts" if kind == S.ROLLOUTS else "eval.num_prompts (default task.eval_size)"
+    prompts = prepare_prompts(task, recipe.prompt, tokenizer, cfg.split, cfg.prompt_offset, cfg.num_prompts, key)
     identity = model_identity(cfg.model)
     # Paths are provenance (kept in the manifest); the model enters the fingerprint by its hashes.
     stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "model", *ENGINE_ONLY)}

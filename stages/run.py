@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.config import LoadedRecipe, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log
@@ -50,6 +51,7 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     """Validate the recipe for a run and resolve its schedule (used by --dry-run too)."""
     from rladctl.models import locate
     from rladctl.objectives import NEEDS_TEACHER, get_objective
+    from rladctl.stages.evaluate import check_pass_at
     from rladctl.tasks import build_task
 
     run = recipe.run
@@ -66,6 +68,7 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     for path in (run.student, run.teacher):
         if path:
             locate(path)  # a missing local path fails here, before any work
+    check_pass_at(recipe.eval)  # the first evaluation would refuse it only after the run dir exists
     build_task(recipe.task).items("train", recipe.rollout.prompt_offset, 1)
     points = [0] if run.eval_before else []
     if run.eval_every:
@@ -120,8 +123,8 @@ def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     from rladctl.stages.train import run_train
 
     plan = make_plan(recipe)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    (plan.run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+    make_dir(plan.run_dir)
+    atomic_write_bytes(plan.run_dir / "recipe.json", (json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n").encode())
     started = time.perf_counter()
     K = recipe.eval.pass_at
     evals: dict[int, Any] = {}

@@ -18,7 +18,7 @@ from rladctl import distributed
 from rladctl import schema as S
 from rladctl.artifacts import finalize_shared, fingerprint, open_artifact, open_writer, validate_token_columns
 from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
-from rladctl.errors import ConfigError, ModelError
+from rladctl.errors import ArtifactError, ConfigError, ModelError
 from rladctl.progress import log, meter
 
 
@@ -37,7 +37,7 @@ class ScoreSummary:
         return dict(self.__dict__)
 
 
-def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int = 64) -> None:
+def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int = 64, teacher_path: str = "") -> None:
     """Refuse a teacher whose tokens or prompt rendering differ from the student's."""
     from rladctl.models import check_same_vocab, load_tokenizer
 
@@ -53,7 +53,8 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
         raise ModelError(f"the rollouts use token id {top} but the teacher's vocabulary has {teacher_vocab} ids", f"in {artifact.path}", "score with a teacher that shares the student's tokenizer")
     student_path = artifact.manifest.get("model", {}).get("path")
     if student_path and Path(student_path).exists():
-        check_same_vocab(load_tokenizer(student_path), teacher_tok, sorted(used))
+        where = f"between the student {student_path} and the teacher {teacher_path or 'given'}"
+        check_same_vocab(load_tokenizer(student_path), teacher_tok, sorted(used), where)
     # Same prompt text must give the same ids under the teacher's tokenizer.
     for i in range(min(sample_rows, first.num_rows)):
         text, ids = first[S.PROMPT][i].as_py(), first[S.PROMPT_TOKEN_IDS][i].as_py()
@@ -110,6 +111,8 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
         raise ConfigError("score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1", None, "fix the recipe")
     distributed.init()
     source = open_artifact(cfg.input, (S.ROLLOUTS,), role="rollouts")
+    if source.rows == 0:
+        raise ArtifactError(f"rollouts artifact {cfg.input} has no rows", None, "score an artifact with rows: re-run rladctl rollout with at least one prompt")
     if Path(cfg.out).resolve() == Path(cfg.input).resolve():
         raise ConfigError("score-teacher output is its input", f"{cfg.out}", "write the scored artifact to a new directory")
     identity = model_identity(cfg.teacher)
@@ -163,7 +166,7 @@ def load_teacher(cfg: ScoreTeacherConfig, backend: str, source):
         vocab = model.get_output_embeddings().weight.shape[0]
     if cfg.top_k > vocab:
         raise ConfigError(f"score_teacher.top_k is {cfg.top_k} but the teacher's vocabulary has {vocab} ids", None, "lower --top-k")
-    check_tokenizers(source, tokenizer, vocab)
+    check_tokenizers(source, tokenizer, vocab, teacher_path=cfg.teacher)
     return model, tokenizer
 
 

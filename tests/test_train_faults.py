@@ -17,7 +17,7 @@ import torch
 from conftest import run_cli, sets, task_corpus
 from rladctl.artifacts import MANIFEST
 from rladctl.checkpoint import load_training_state, read_manifest, read_metrics
-from test_train import max_change, shards, train, weights  # noqa: F401 (shards is a fixture)
+from test_train import max_change, train, weights
 
 TIMING = ("seconds", "tokens_per_s")  # the only metrics allowed to differ between equal runs
 
