@@ -1,7 +1,7 @@
 """One RLAD iteration of rladctl (rollout + score-teacher + train) vs one TRL GRPOTrainer step.
 
     bash scripts/setup-bench.sh                               # .venv-bench: CPU torch + trl + rladctl
-    .venv-bench/bin/python benchmarks/trl_vs_rladctl.py [--prompts 16] [--group 8] [--max-new-tokens 64]
+    .venv-bench/bin/python benchmarks/trl_vs_rladctl.py [--prompts 16] [--group 8] [--max-new-tokens 64] [--teacher-dtype bfloat16]
 
 TRL is a baseline here, never a dependency of rladctl: it lives in its own environment. Both sides
 get the same random-init student (--student preset, float32, CPU), the same chain_sum prompts in the
