@@ -346,15 +346,32 @@ def compare(
     print_summary("compare", summary, as_json)
 
 
-def main() -> None:
-    """Console entry point: user mistakes become one line and exit code 2."""
+def _click_exception() -> type:
+    """click's ClickException: typer vendors click since 0.2x; older releases use click itself."""
     try:
-        app()
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+    return ClickException
+
+
+def main() -> None:
+    """Console entry point: user mistakes, ours and the option parser's, become one line and exit code 2."""
+    ClickException = _click_exception()
+    try:
+        code = app(standalone_mode=False)
     except RladError as exc:
         if os.environ.get("RLADCTL_DEBUG"):
             raise
         sys.stderr.write(f"error: {exc.line()}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
+    except ClickException as exc:  # a bad option value, a missing argument, an unknown command
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path.replace("python -m ", "") if ctx is not None else "rladctl"
+        what = f"{command}: {' '.join(exc.format_message().split())}"
+        sys.stderr.write(f"error: {RladError(what, None, f'Run {command} --help for the options').line()}\n")
+        sys.exit(2 if exc.exit_code else 0)
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted; re-run the same command to resume\n")
         sys.exit(130)
+    sys.exit(code or 0)

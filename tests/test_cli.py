@@ -207,3 +207,18 @@ def test_debug_shows_the_traceback(tmp_path):
     assert done.returncode not in (0, 2)
     assert "Traceback (most recent call last)" in done.stderr
     assert "ConfigError: unknown recipe key 'rollout.temprature'" in done.stderr
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["evl"], "error: rladctl: No such command 'evl'. Did you mean 'eval'? Run rladctl --help for the options."),
+    (["eval", "-k", "x"], "error: rladctl eval: Invalid value for '--pass-at' / '-k': "),
+    (["init-model"], "error: rladctl init-model: Invalid value for OUT: give the output directory."),
+])
+def test_option_parser_mistakes_are_one_line_too(args, line):
+    done = run_cli(*args)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and done.stderr.startswith(line), done.stderr
+
+
+def test_help_still_exits_zero():
+    done = run_cli("eval", "--help")
+    assert done.returncode == 0 and "Example: rladctl eval" in done.stdout

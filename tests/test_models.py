@@ -349,3 +349,33 @@ def test_hub_identity_never_downloads(monkeypatch, tmp_path):
     identity = model_identity("some-org/not-cached-model")
     assert identity["path"] == "some-org/not-cached-model"
     assert identity["weights_hash"] is None and identity["revision"] is None
+
+
+# ---- depth pruning (the demo's student) ----------------------------------------------------
+
+
+def test_shrink_keeps_the_chosen_layers_and_everything_else_of_the_teacher(models, tmp_path):
+    from rladctl.models import shrink_model
+
+    student = load_model(shrink_model(models["teacher"], tmp_path / "cut", [0, 3]), dtype="float32", device="cpu")
+    teacher = load_model(models["teacher"], dtype="float32", device="cpu")
+    assert student.config.num_hidden_layers == 2
+    want, got = teacher.state_dict(), student.state_dict()
+    for key, value in got.items():
+        source = key.replace(".layers.1.", ".layers.3.")  # kept layer 3 is the student's layer 1
+        assert torch.equal(value, want[source]), key
+    assert sha256(tmp_path / "cut" / "tokenizer.json") == sha256(models["teacher"] / "tokenizer.json")
+    # Layers 0 and 3 of the teacher, run alone, are the student's forward pass.
+    ids = torch.tensor([[1, 5, 9, 4]])
+    with torch.no_grad():
+        teacher.model.layers = torch.nn.ModuleList([teacher.model.layers[0], teacher.model.layers[3]])
+        teacher.config.num_hidden_layers = 2
+        assert torch.allclose(student(ids, use_cache=False).logits, teacher(ids, use_cache=False).logits, atol=1e-6)
+
+
+def test_shrink_refuses_layers_the_teacher_does_not_have(models, tmp_path):
+    from rladctl.models import shrink_model
+
+    with pytest.raises(ConfigError) as exc:
+        shrink_model(models["teacher"], tmp_path / "cut", [0, 4])
+    assert "[0, 4)" in one_line(exc) and not (tmp_path / "cut").exists()

@@ -35,7 +35,7 @@ REQUIRED_CATEGORIES = {
     "jsonl-missing-field", "parquet-missing-column", "parquet-mistyped-column", "truncated-parquet",
     "checksum-mismatch", "tokenizer-mismatch", "non-finite-logprobs", "length-mismatch", "k-greater-than-n",
     "model-without-weights", "pickle-only-model", "other-architecture", "prompt-too-long",
-    "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax",
+    "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax", "bad-option",
 }  # fmt: skip
 COMMANDS = {"init-model", "rollout", "score-teacher", "train", "eval", "run", "compare"}
 TINY = ("rollout.max_new_tokens=4",)  # a refused rollout never samples, but keep it cheap if it did
@@ -310,6 +310,18 @@ def run_objective_key_is_misspelt(ctx):
 def init_model_preset_is_unknown(ctx):
     return Call(["init-model", ctx.tmp / "m", "--preset", "tiny-2m", "--tokenizer-from", ctx.student],
                 r"unknown model preset 'tiny-2m', in --preset\. did you mean 'tiny-\dm'\?", ctx.tmp / "m")
+
+
+@case("bad-option", "eval")
+def eval_pass_at_is_not_a_number(ctx):
+    return Call(["eval", "--model", ctx.student, "--out", ctx.tmp / "e", "--pass-at", "abc"],
+                r"rladctl eval: Invalid value for '--pass-at' / '-k': .*integer.*\. Run rladctl eval --help for the options\.$", ctx.tmp / "e")
+
+
+@case("bad-option", "rollout")
+def rollout_option_does_not_exist(ctx):
+    return Call(["rollout", "--model", ctx.student, "--out", ctx.tmp / "r", "--prompts", "4"],
+                r"rladctl rollout: No such option: --prompts.*\. Run rladctl rollout --help for the options\.$", ctx.tmp / "r")
 
 
 @case("bad-set-syntax", "rollout")
