@@ -388,7 +388,8 @@ class Artifact:
         import pyarrow as pa
 
         tables = [t for _, t in self.iter_parts(columns)]
-        return pa.concat_tables(tables) if tables else None
+        # Parts from another writer may differ in nullability alone: unify their schemas.
+        return pa.concat_tables(tables, promote_options="default") if tables else None
 
     @property
     def content_id(self) -> str:

@@ -351,3 +351,12 @@ def test_row_numbers_are_right_across_chunks_and_empty_rows():
     assert table[S.SAMPLER_LOGPROBS].num_chunks == 2
     with pytest.raises(ArtifactError, match=r"first in row 3, prompt_id p1\)"):
         validate_token_columns(table, [S.SAMPLER_LOGPROBS], "here")
+
+
+def test_parts_that_differ_only_in_nullability_read_as_one_table(tmp_path):
+    """Another tool's Parquet may mark a column non-nullable in one part and not in the next."""
+    strict = rollout_table(start=2)
+    schema = pa.schema([f.with_nullable(not f.nullable) if f.name == S.REWARD else f for f in strict.schema], metadata=strict.schema.metadata)
+    write_artifact(tmp_path / "a", tables=[rollout_table(), strict.cast(schema)])
+    table = open_artifact(tmp_path / "a", [S.ROLLOUTS]).table()
+    assert table.num_rows == 4 and table[S.PROMPT_ID].to_pylist() == ["p0", "p0", "p1", "p1"]
