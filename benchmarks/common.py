@@ -49,3 +49,16 @@ def measure_in_child(script: str, path: str, args: argparse.Namespace, save: Pat
     if done.returncode != 0:
         sys.exit(f"{path} run failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_table(rows: dict[str, dict], setup: str) -> float:
+    """Print the per-path RSS table of a child-measured benchmark; returns rladctl extra / naive extra.
+
+    ``setup`` names what a lifetime peak may include when the peak could not be reset.
+    """
+    print(f"{'path':<10}{'RSS before':>14}{'peak RSS':>14}{'extra':>14}{'seconds':>10}")
+    for name, r in rows.items():
+        print(f"{name:<10}{r['before_mib']:>10,.0f} MiB{r['peak_mib']:>10,.0f} MiB{r['extra_mib']:>10,.0f} MiB{r['seconds']:>10.2f}")
+    if not all(r["peak_reset"] for r in rows.values()):
+        print(f"note: /proc/self/clear_refs not writable; peaks are lifetime ru_maxrss and may include {setup}")
+    return rows["rladctl"]["extra_mib"] / rows["naive"]["extra_mib"]

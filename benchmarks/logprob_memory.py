@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure_in_child, peak_mib, reset_peak, rss_mib  # noqa: E402
+from common import measure_in_child, memory_table, peak_mib, reset_peak, rss_mib  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,10 +100,6 @@ def run_child(args: argparse.Namespace) -> None:
 # parent: one subprocess per path, then the table
 
 
-def measure(path: str, args: argparse.Namespace, save: Path) -> dict:
-    return measure_in_child(__file__, path, args, save)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.path:
@@ -112,20 +108,15 @@ def main(argv=None) -> int:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {p: measure(p, args, Path(tmp) / f"{p}.npz") for p in ("naive", "rladctl")}
+        rows = {p: measure_in_child(__file__, p, args, Path(tmp) / f"{p}.npz") for p in ("naive", "rladctl")}
         naive, ours = np.load(Path(tmp) / "naive.npz"), np.load(Path(tmp) / "rladctl.npz")
         diff = {k: float(np.abs(naive[k] - ours[k]).max()) for k in ("logp", "grad_h", "grad_w")}
     full_gib = args.tokens * args.vocab * 4 / 2**30
     print(f"log-probs of {args.tokens} sampled tokens + backward to h [{args.tokens} x {args.hidden}] and W [{args.vocab:,} x {args.hidden}], "
           f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB")
     print("rladctl: lm_head_logprobs defaults chunk_tokens=1024, chunk_vocab=32768")
-    print(f"{'path':<10}{'RSS before':>14}{'peak RSS':>14}{'extra':>14}{'seconds':>10}")
-    for name, r in rows.items():
-        print(f"{name:<10}{r['before_mib']:>10,.0f} MiB{r['peak_mib']:>10,.0f} MiB{r['extra_mib']:>10,.0f} MiB{r['seconds']:>10.2f}")
-    ratio = rows["rladctl"]["extra_mib"] / rows["naive"]["extra_mib"]
+    ratio = memory_table(rows, "setup")
     ok = ratio <= args.max_ratio
-    if not all(r["peak_reset"] for r in rows.values()):
-        print("note: /proc/self/clear_refs not writable; peaks are lifetime ru_maxrss and may include setup")
     print(f"max |naive - rladctl|: log-prob {diff['logp']:.2e}, grad h {diff['grad_h']:.2e}, grad W {diff['grad_w']:.2e}")
     print(f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}")
     if args.summary:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure_in_child, peak_mib, reset_peak, rss_mib  # noqa: E402
+from common import measure_in_child, memory_table, peak_mib, reset_peak, rss_mib  # noqa: E402
 
 PROMPT_TOKENS = 16
 
@@ -110,10 +110,6 @@ def run_child(args: argparse.Namespace) -> None:
 # parent: one subprocess per path, then the table
 
 
-def measure(path: str, args: argparse.Namespace, save: Path) -> dict:
-    return measure_in_child(__file__, path, args, save)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.path:
@@ -125,19 +121,14 @@ def main(argv=None) -> int:
 
     cfg = ScoreTeacherConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {p: measure(p, args, Path(tmp) / f"{p}.npy") for p in ("naive", "rladctl")}
+        rows = {p: measure_in_child(__file__, p, args, Path(tmp) / f"{p}.npy") for p in ("naive", "rladctl")}
         diff = float(np.abs(np.load(Path(tmp) / "naive.npy") - np.load(Path(tmp) / "rladctl.npy")).max())
     full_gib = args.tokens * args.vocab * 4 / 2**30
     print(f"scoring {args.tokens} completion tokens (+{PROMPT_TOKENS} prompt), vocab {args.vocab:,}, hidden {args.hidden}, "
           f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB")
     print(f"rladctl: chunk_tokens={cfg.chunk_tokens}, chunk_vocab=32768 (lm_head_logprobs default), micro_batch_tokens={cfg.micro_batch_tokens}")
-    print(f"{'path':<10}{'RSS before':>14}{'peak RSS':>14}{'extra':>14}{'seconds':>10}")
-    for name, r in rows.items():
-        print(f"{name:<10}{r['before_mib']:>10,.0f} MiB{r['peak_mib']:>10,.0f} MiB{r['extra_mib']:>10,.0f} MiB{r['seconds']:>10.2f}")
-    ratio = rows["rladctl"]["extra_mib"] / rows["naive"]["extra_mib"]
+    ratio = memory_table(rows, "model construction")
     ok = ratio <= args.max_ratio
-    if not all(r["peak_reset"] for r in rows.values()):
-        print("note: /proc/self/clear_refs not writable; peaks are lifetime ru_maxrss and may include model construction")
     print(f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}; "
           f"max |naive - rladctl| log-prob = {diff:.2e}")
     return 0 if ok else 1

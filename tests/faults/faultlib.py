@@ -23,9 +23,8 @@ WRITE_EVENTS = {"open", "write_table", "torch.save", "save_file", "fsync", "mkdi
 # Fields that differ between two equal runs: wall-clock readings, what the last invocation itself
 # did (a resumed run writes fewer parts), and the checksum of an upstream
 # manifest (which holds its own creation time).
-VOLATILE = {"timings", "created_unix", "seconds", "tokens_per_s", "manifest_sha256", "elapsed_s", "wall_s"}
+VOLATILE = {"timings", "created_unix", "seconds", "tokens_per_s", "manifest_sha256"}
 
-CACHES: set[str] = set()  # file names that are caches, not outputs
 
 # What the suite did, for the terminal summary (tests/conftest.py prints it).
 STATS: Counter = Counter()
@@ -124,7 +123,7 @@ def _tensors_as_bytes(obj):
 def snapshot(work: Path) -> dict[str, object]:
     """Every file under ``work`` by relative path, read for comparison (see the module docstring)."""
     work = Path(work)
-    return {str(p.relative_to(work)): _read(p, str(work)) for p in sorted(work.rglob("*")) if p.is_file() and p.name not in CACHES}
+    return {str(p.relative_to(work)): _read(p, str(work)) for p in sorted(work.rglob("*")) if p.is_file()}
 
 
 def differences(got: dict, want: dict) -> list[str]:
