@@ -117,8 +117,7 @@ def main(argv=None) -> int:
     import torch
 
     from rladctl.config import ScoreTeacherConfig
-    from rladctl.logprobs import tight_length_buckets
-    from rladctl.stages.score_teacher import BATCH_OVERHEAD_DIVISOR
+    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,7 +145,7 @@ def main(argv=None) -> int:
     lens = sorted(len(c) for c in completions)
     real = sum(len(p) + len(c) - 1 for p, c in zip(prompts, completions))
     fixed = [list(range(b, min(b + args.batch_size, len(prompts)))) for b in range(0, len(prompts), args.batch_size)]
-    overhead = cfg.micro_batch_tokens // BATCH_OVERHEAD_DIVISOR
+    overhead = pass_overhead_tokens(cfg.micro_batch_tokens, model.device)
     buckets = tight_length_buckets([len(p) + len(c) for p, c in zip(prompts, completions)], cfg.micro_batch_tokens, overhead)  # as score_rows
     print(f"model {args.preset} (vocab {args.vocab}) on {model.device} ({torch.get_num_threads()} threads), float32; "
           f"{len(prompts)} rows = {args.prompts} prompts x G={args.group}, {tokens} completion tokens")

@@ -119,11 +119,12 @@ class TrainConfig:
     adv_eps: float = 1e-6
     sft_min_reward: float = 1.0  # sft: keep rows whose reward reaches this
     continue_optimizer: bool = True  # start from the optimizer state saved in an rladctl checkpoint
+    save_optimizer: bool = True  # write the AdamW state into the checkpoint (rladctl run: see run.optimizer_state_every)
     save_every: int = 1  # snapshot for resume every N optimizer steps; 0 = only at the end
     max_bad_steps: int = 3  # consecutive non-finite losses before the run stops
     gradient_checkpointing: bool = False
     chunk_tokens: int = 1_024
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bf16 autocast over fp32 weights; auto: on CUDA only
     device: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
@@ -168,6 +169,11 @@ class RunConfig:
     iterations: int = 10
     eval_every: int = 0  # evaluate every N iterations (0 = only before and after)
     eval_before: bool = True  # evaluate the starting student too
+    keep_models: bool = True  # keep the teacher and the latest student in memory between stages (see rladctl/resident.py)
+    # Write the student's AdamW state (2x its weights) with every Nth iteration's checkpoint and the
+    # last; the others hold weights only. A resumed run rebuilds a missing state by replaying train
+    # from the saved artifacts. Without keep_models, every checkpoint holds it.
+    optimizer_state_every: int = 10
 
 
 @dataclass(frozen=True)

@@ -257,8 +257,8 @@ def _local(tensor):
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-def full_state(module, optimizer, prefix: str) -> tuple[dict, dict]:
-    """An FSDP2 module's whole model and optimizer state, gathered on rank 0 ({} elsewhere).
+def full_state(module, optimizer, prefix: str) -> tuple[dict, dict | None]:
+    """An FSDP2 module's whole model and optimizer state (None without an optimizer), gathered on rank 0 ({} elsewhere).
 
     Call it on every rank. Model keys lose ``prefix``; the optimizer state comes in torch's plain
     form (parameter index keys), as a single process's ``optimizer.state_dict()`` would give it, so
@@ -268,11 +268,13 @@ def full_state(module, optimizer, prefix: str) -> tuple[dict, dict]:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(module, options=options)
-    optim_state = get_optimizer_state_dict(module, optimizer, options=options)
+    optim_state = get_optimizer_state_dict(module, optimizer, options=options) if optimizer is not None else None
     if not is_main():
         return {}, {}
-    index = {name: i for i, (name, _) in enumerate(module.named_parameters())}
     model_state = {k.removeprefix(prefix): v for k, v in model_state.items()}
+    if optim_state is None:
+        return model_state, None
+    index = {name: i for i, (name, _) in enumerate(module.named_parameters())}
     optim_state = {
         "state": {index[name]: value for name, value in optim_state["state"].items()},
         "param_groups": [dict(g, params=[index[name] for name in g["params"]]) for g in optim_state["param_groups"]],

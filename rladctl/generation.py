@@ -84,6 +84,13 @@ class HFGenerator:
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, gen: torch.Generator) -> list[Sample]:
+        """Sample every row to EOS or ``max_new_tokens``; rows that stop leave the batch.
+
+        Each step draws one uniform per row of the whole batch on the CPU generator, and row b
+        always uses draw b: a row's tokens depend on the seed and its place in the batch, never on
+        the device or on when other rows stop. Once rows have stopped, the rest run on without them
+        (their KV cache rows dropped), so a long-tailed batch costs what its live rows cost.
+        """
         from transformers import DynamicCache
 
         device = self.model.device
@@ -96,26 +103,35 @@ class HFGenerator:
         input_ids, mask = input_ids.to(device), mask.to(device)
         eos = torch.tensor(self.eos_ids, device=device)
         cache = DynamicCache()
-        tokens_BT, logps_BT = [], []
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        compact = hasattr(cache, "batch_select_indices")
+        tokens_BT = torch.full((B, params.max_new_tokens), self.pad_id, dtype=torch.long)
+        logps_BT = torch.zeros((B, params.max_new_tokens), dtype=torch.float32)
+        live = torch.arange(B)  # rows of the batch still sampling, in cache order
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # stopped, still in the cache
         step_ids = input_ids
-        for _ in range(params.max_new_tokens):
+        for t in range(params.max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self.cache_kwarg: cache}).logits[:, -1]
-            logp_BV = sampling_logprobs(logits, params.temperature, params.top_p)
-            # Sample on the CPU generator so a seed means the same tokens on any device.
-            next_B = torch.multinomial(logp_BV.exp().cpu(), 1, generator=gen).squeeze(-1).to(device)
-            next_B = torch.where(finished, torch.full_like(next_B, self.pad_id), next_B)
-            tokens_BT.append(next_B)
-            logps_BT.append(logp_BV.gather(-1, next_B[:, None]).squeeze(-1))
-            finished |= torch.isin(next_B, eos)
-            if bool(finished.all()):
+            logp_AV = sampling_logprobs(logits, params.temperature, params.top_p)
+            uniform_B = torch.rand(B, generator=gen, dtype=torch.float64)
+            next_A = sample_inverse_cdf(logp_AV, uniform_B[live].to(device))
+            next_A = torch.where(done, torch.full_like(next_A, self.pad_id), next_A)
+            tokens_BT[live, t] = next_A.cpu()
+            logps_BT[live, t] = logp_AV.gather(-1, next_A[:, None]).squeeze(-1).float().cpu()
+            done |= torch.isin(next_A, eos)
+            stopped = int(done.sum())
+            if stopped == len(live):
                 break
-            step_ids = next_B[:, None]
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
-        return self._collect(torch.stack(tokens_BT, 1).cpu(), torch.stack(logps_BT, 1).cpu(), eos.cpu())
+            step_ids = next_A[:, None]
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
+            # Dropping rows copies the whole cache: worth it once an eighth of the batch has stopped.
+            if compact and stopped and stopped * 8 >= len(live):
+                keep = (~done).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                live, mask, step_ids, done = live[keep.cpu()], mask[keep], step_ids[keep], done[keep]
+        return self._collect(tokens_BT, logps_BT)
 
-    def _collect(self, tokens_BT: torch.Tensor, logps_BT: torch.Tensor, eos: torch.Tensor) -> list[Sample]:
+    def _collect(self, tokens_BT: torch.Tensor, logps_BT: torch.Tensor) -> list[Sample]:
         from rladctl.schema import FINISH_LENGTH, FINISH_STOP
 
         samples = []
@@ -124,6 +140,20 @@ class HFGenerator:
             end = len(toks) if stop is None else stop + 1  # the EOS token is part of the completion
             samples.append(Sample(toks[:end], lps[:end], FINISH_LENGTH if stop is None else FINISH_STOP))
         return samples
+
+
+def sample_inverse_cdf(logp_BV: torch.Tensor, uniform_B: torch.Tensor) -> torch.Tensor:
+    """One token per row from exp(logp): the first id whose cumulative probability exceeds u x total.
+
+    Ids of probability 0 (outside the top-p nucleus) are never drawn: the search lands on a rise
+    of the cumulative sum, and rounding past the end falls back to the row's last possible id.
+    """
+    probs = logp_BV.float().exp()
+    cdf = probs.double().cumsum(-1)
+    x = (uniform_B.double() * cdf[:, -1])[:, None]
+    ids = torch.searchsorted(cdf, x, right=True).squeeze(-1)
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
+    return torch.minimum(ids, last)
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -305,18 +305,27 @@ def load_model(
     Refuses: a missing path, a directory without weights, pickle-only weights (unless
     ``allow_pickle``), a model_type this transformers does not know, weights that do not fit the
     config (another architecture's checkpoint). Returns the model on ``device`` in eval() mode
-    unless ``for_training``.
+    unless ``for_training``. Inside ``resident.keep_models()`` (``rladctl run``), a model kept in
+    memory whose directory has not changed since is returned instead of loading it again.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from rladctl import resident
 
     hf_logging.disable_progress_bar()  # rladctl draws its own progress on stderr
     source = locate(path)
     if isinstance(source, Path):
         check_model_dir(source, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    kept = resident.active()
+    if kept is not None and isinstance(source, Path):
+        model = kept.get(source, torch_dtype, device, for_training)
+        if model is not None:
+            return model
     kwargs = {
-        _dtype_kwarg(): resolve_dtype(dtype, device),
+        _dtype_kwarg(): torch_dtype,
         "trust_remote_code": trust_remote_code,
         "use_safetensors": None if allow_pickle else True,
         # Mismatched shapes are reported in loading_info (and refused below) instead of a
@@ -340,7 +349,11 @@ def load_model(
         hf_logging.set_verbosity(verbosity)
     _check_weights_fit(source, info)
     model.to(device)
-    return model.train() if for_training else model.eval()
+    if for_training:
+        return model.train()
+    if kept is not None and isinstance(source, Path):
+        kept.put(source, torch_dtype, device, model)
+    return model.eval()
 
 
 def _check_weights_fit(source: Path | str, info: dict[str, Any]) -> None:

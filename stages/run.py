@@ -6,10 +6,13 @@ student. With ``objective.name = "sft"`` the loop is offline distillation instea
 samples, rows are filtered by reward, and the student is fine-tuned on them. Evaluations land in
 ``RUN_DIR/eval/step-{k:04d}`` (k = policy updates so far). Every stage skips complete artifacts
 whose inputs match, so re-running the same command after any interruption resumes the loop.
+Within one process the teacher and the newest student stay in memory between stages
+(``run.keep_models``, see rladctl/resident.py); every artifact is written all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.config import LoadedRecipe, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log
+from rladctl.resident import active, keep_models
 
 
 @dataclass
@@ -63,8 +67,8 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     needs_teacher = name in NEEDS_TEACHER or name == "sft"
     if needs_teacher and not run.teacher:
         raise ConfigError(f"objective '{name}' needs a teacher but run.teacher is empty", "for run", "set run.teacher")
-    if run.iterations < 1 or run.eval_every < 0:
-        raise ConfigError("run.iterations must be >= 1 and run.eval_every >= 0", None, "fix the recipe")
+    if run.iterations < 1 or run.eval_every < 0 or run.optimizer_state_every < 1:
+        raise ConfigError("run.iterations and run.optimizer_state_every must be >= 1 and run.eval_every >= 0", None, "fix the recipe")
     for path in (run.student, run.teacher):
         if path:
             locate(path)  # a missing local path fails here, before any work
@@ -91,8 +95,40 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
     recipe = recipe.replace("score_teacher", teacher=run.teacher, input=str(d / "rollouts"), out=str(d / "scored"))
     return recipe.replace(
         "train", model=student, inputs=(str(data),), out=str(d / "checkpoint"), seed=train.seed + i,
-        total_steps=train.total_steps or plan.iterations * plan.steps_per_iteration,
+        total_steps=train.total_steps or plan.iterations * plan.steps_per_iteration, save_optimizer=saves_optimizer_state(recipe, plan, i),
     )
+
+
+def saves_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int) -> bool:
+    """Every run.optimizer_state_every-th checkpoint and the last; all of them when train cannot hand
+    its state on in memory (models not kept, several ranks, or FSDP2's shards)."""
+    from rladctl import distributed
+
+    in_memory = recipe.run.keep_models and distributed.world_size() == 1 and recipe.train.parallel != "fsdp"
+    return not in_memory or (i + 1) % recipe.run.optimizer_state_every == 0 or i + 1 == plan.iterations
+
+
+def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = False) -> None:
+    """Train i continues the AdamW state of iteration i - 1's checkpoint: kept in memory by this
+    process, or saved with that checkpoint, or else rebuilt here. The newest checkpoint before i
+    that has it (or the start, which has none) is the base; the trains after it are replayed in
+    memory from their saved artifacts, each checked to give the saved weights."""
+    from rladctl.checkpoint import is_complete, read_manifest
+    from rladctl.resident import has_training_state
+    from rladctl.stages.train import run_train
+
+    def saved(j: int) -> bool:  # checkpoints from before run.optimizer_state_every always hold it
+        return (read_manifest(plan.iter_dir(j) / "checkpoint") or {}).get("optimizer_state", True)
+
+    done = is_complete(plan.iter_dir(i) / "checkpoint") and not overwrite  # train i will skip
+    if done or i == 0 or not recipe.train.continue_optimizer or has_training_state(plan.iter_dir(i - 1) / "checkpoint") or saved(i - 1):
+        return
+    base = i - 1
+    while base > 0 and not saved(base - 1):
+        base -= 1
+    log(f"rebuilding the AdamW state of {plan.iter_dir(i - 1) / 'checkpoint'}: replaying train of iterations {base + 1}-{i}")
+    for j in range(base, i):
+        run_train(iteration_recipe(recipe, plan, j), replay=True)
 
 
 def evaluate_point(recipe: LoadedRecipe, plan: Plan, k: int, overwrite: bool):
@@ -117,28 +153,43 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
+def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = False) -> dict[str, float]:
+    """Rollout, score-teacher (objectives that need it) and train of iteration i; seconds per stage."""
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
     from rladctl.stages.train import run_train
 
+    it = iteration_recipe(recipe, plan, i)
+    seconds = {}
+    for name, stage in (("rollout", run_rollout), ("score-teacher", run_score_teacher), ("train", run_train)):
+        if name == "score-teacher" and not plan.needs_teacher:
+            continue
+        t0 = time.perf_counter()
+        if name == "train":
+            with contextlib.nullcontext() if active() else keep_models():  # a replay hands its state on in memory
+                rebuild_optimizer_state(recipe, plan, i, overwrite)
+                stage(it, overwrite=overwrite)
+        else:
+            stage(it, overwrite=overwrite)
+        seconds[name] = time.perf_counter() - t0
+    return seconds
+
+
+def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     plan = make_plan(recipe)
     make_dir(plan.run_dir)
     atomic_write_bytes(plan.run_dir / "recipe.json", (json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n").encode())
     started = time.perf_counter()
     K = recipe.eval.pass_at
     evals: dict[int, Any] = {}
-    if 0 in plan.eval_points:
-        evals[0] = evaluate_point(recipe, plan, 0, overwrite)
-    for i in range(plan.iterations):
-        log(f"[bold]iteration {i + 1}/{plan.iterations}[/bold] ({plan.objective})")
-        it = iteration_recipe(recipe, plan, i)
-        run_rollout(it, overwrite=overwrite)
-        if plan.needs_teacher:
-            run_score_teacher(it, overwrite=overwrite)
-        run_train(it, overwrite=overwrite)
-        if i + 1 in plan.eval_points:
-            evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
+    with keep_models(recipe.run.keep_models):
+        if 0 in plan.eval_points:
+            evals[0] = evaluate_point(recipe, plan, 0, overwrite)
+        for i in range(plan.iterations):
+            log(f"[bold]iteration {i + 1}/{plan.iterations}[/bold] ({plan.objective})")
+            run_iteration(recipe, plan, i, overwrite)
+            if i + 1 in plan.eval_points:
+                evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
     from rladctl.run_report import write_run_report
 
     report = write_run_report(plan, evals, K)

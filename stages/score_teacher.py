@@ -65,24 +65,18 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
             )
 
 
-# A forward pass is priced at micro_batch_tokens / 16 padded tokens when rows are split into micro-batches:
-# long-tailed rollouts then get several tight buckets instead of short rows padded to long ones
-# (benchmarks/score_packing.py: 89% of padded positions real vs 59% for a greedy fill).
-BATCH_OVERHEAD_DIVISOR = 16
-
-
 def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cfg: ScoreTeacherConfig, pad_id: int, on_batch=None):
     """Teacher log-probs per row (list of float lists), and top-k ids/log-probs when cfg.top_k."""
     import torch
 
-    from rladctl.logprobs import build_row_batch, completion_hidden, lm_head_logprobs, output_head, split_rows, tight_length_buckets, topk_logprobs
+    from rladctl.logprobs import build_row_batch, completion_hidden, lm_head_logprobs, output_head, split_rows, pass_overhead_tokens, tight_length_buckets, topk_logprobs
 
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     out: list[Any] = [None] * len(prompts)
     topk: list[Any] = [None] * len(prompts)
     w_VH = output_head(model)
     with torch.inference_mode():
-        for rows in tight_length_buckets(lengths, cfg.micro_batch_tokens, cfg.micro_batch_tokens // BATCH_OVERHEAD_DIVISOR):
+        for rows in tight_length_buckets(lengths, cfg.micro_batch_tokens, pass_overhead_tokens(cfg.micro_batch_tokens, model.device)):
             batch = build_row_batch([prompts[i] for i in rows], [completions[i] for i in rows], pad_id, model.device)
             h_NH = completion_hidden(model, batch)  # one backbone pass serves log-probs and top-k
             flat = lm_head_logprobs(h_NH, w_VH, batch.targets_N, cfg.temperature, cfg.chunk_tokens)

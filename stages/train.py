@@ -6,7 +6,9 @@ Reads top to bottom:
   3. for each epoch, shuffle (seeded) and split into mini-batches: one optimizer step each,
      micro-batched by a padded-token budget, the loss normalised over the whole step;
   4. snapshot every ``save_every`` steps to ``<out>.partial/`` for resume; write the final checkpoint
-     atomically.
+     atomically (with the AdamW state unless ``save_optimizer`` is off).
+``replay=True`` re-runs a complete checkpoint's training in memory, writing nothing, to rebuild the
+AdamW state that `rladctl run` did not save with it (see ``run.optimizer_state_every``).
 The objective is looked up in ``rladctl.objectives.OBJECTIVES``: this file never names one.
 
 Under torchrun every rank loads every row and follows the same seeded schedule; each takes its share
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rladctl import distributed
+from rladctl import distributed, resident
 from rladctl import schema as S
 from rladctl.artifacts import TMP_MARK, fingerprint, open_artifact, validate_token_columns
 from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics, save_checkpoint
@@ -178,17 +180,23 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def micro_batches(lengths: list[int], cfg: TrainConfig, device: torch.device) -> list[list[int]]:
+    """Rows (indices into ``lengths``) per forward pass: sorted by length, split with the least padding."""
+    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
+
+    return tight_length_buckets(lengths, cfg.micro_batch_tokens, pass_overhead_tokens(cfg.micro_batch_tokens, device))
+
+
 def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float, passes: int = 0) -> torch.Tensor:
     """Flat log-probs of the completion tokens of ``index`` rows (in that order), no grad.
 
     Makes at least ``passes`` forward passes (the extra ones on row 0, thrown away): under FSDP2
     each forward is a collective, so every rank must make as many.
     """
-    from rladctl.logprobs import build_row_batch, length_buckets
+    from rladctl.logprobs import build_row_batch
 
-    lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in index]
-    buckets = length_buckets(lengths, cfg.micro_batch_tokens)
     device = model_device(model)
+    buckets = micro_batches([len(rows.prompts[i]) + len(rows.completions[i]) for i in index], cfg, device)
     out: list[torch.Tensor | None] = [None] * len(index)
     with torch.no_grad(), autocast(cfg, device):
         for j in range(max(len(buckets), passes)):
@@ -203,14 +211,12 @@ def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: 
 
 def start_logprobs(model, rows: Rows, cfg: TrainConfig, pad_id: int) -> torch.Tensor:
     """``row_logprobs`` of every row; under torchrun row i is computed on rank i % world_size, then all-gathered."""
-    from rladctl.logprobs import length_buckets
-
     everything = list(range(len(rows)))
     if not distributed.enabled():
         return row_logprobs(model, rows, everything, cfg, pad_id, rows.temperature)
     mine = distributed.my_share(everything)
     lengths = [len(rows.prompts[i]) + len(rows.completions[i]) for i in mine]
-    passes = int(distributed.all_reduce_float(len(length_buckets(lengths, cfg.micro_batch_tokens)), "max"))
+    passes = int(distributed.all_reduce_float(len(micro_batches(lengths, cfg, model_device(model))), "max"))
     flat = row_logprobs(model, rows, mine, cfg, pad_id, rows.temperature, passes)
     per_row: list[torch.Tensor | None] = [None] * len(rows)
     for share, values in distributed.all_gather_objects((mine, flat)):
@@ -220,7 +226,8 @@ def start_logprobs(model, rows: Rows, cfg: TrainConfig, pad_id: int) -> torch.Te
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
-    use_bf16 = device.type == "cuda" and cfg.dtype in ("auto", "bfloat16")
+    """bf16 autocast over float32 weights: asked for, or by default on CUDA."""
+    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
@@ -263,7 +270,7 @@ def optimizer_step(
     update equals one process's on the same step. Every rank makes as many passes (extra ones on a
     throwaway row, weighted 0), as FSDP2's forward and DDP's last backward are collectives.
     """
-    from rladctl.logprobs import build_row_batch, length_buckets, pad_rows
+    from rladctl.logprobs import build_row_batch, pad_rows
     from rladctl.objectives import Denominators, LossInputs
 
     index = [int(i) for i in distributed.my_share(list(step_rows))]
@@ -271,11 +278,11 @@ def optimizer_step(
     # Whole-step totals; a row without completion tokens is not a sequence (see objectives.aggregate).
     local = [float(sum(len(rows.completions[i]) for i in index)), float(sum(1 for i in index if rows.completions[i]))]
     denominators = Denominators(*distributed.all_reduce_floats(local))
-    buckets = length_buckets(lengths, cfg.micro_batch_tokens)
+    device = model_device(model)
+    buckets = micro_batches(lengths, cfg, device)
     passes = int(distributed.all_reduce_float(len(buckets), "max"))
     filler = next((int(i) for i in step_rows if rows.completions[i]), int(step_rows[0]))
     scale = float(distributed.world_size())
-    device = model_device(model)
     loss_total, weighted, tokens, gap_sum = 0.0, {}, 0, 0.0
     optimizer.zero_grad(set_to_none=True)
     for j in range(passes):
@@ -320,7 +327,7 @@ def optimizer_step(
     return metrics
 
 
-def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True) -> TrainSummary:
+def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True, replay: bool = False) -> TrainSummary:
     from rladctl.models import load_model, load_tokenizer, model_identity, resolve_device
     from rladctl.objectives import NEEDS_TEACHER, get_objective, kdrl_beta
 
@@ -340,10 +347,14 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     described = {
         "kind": S.CHECKPOINT, "inputs": [r["content_id"] for r in refs], "objective": to_plain(obj_cfg),
         "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
-        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "inputs", "model", "parallel")},
+        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "save_optimizer", "inputs", "model", "parallel")},
     }
     fp = fingerprint(described)
-    if is_complete(out):
+    if replay:
+        if not (is_complete(out) and read_manifest(out).get("fingerprint") == fp):
+            raise ArtifactError(f"cannot replay {out}: it is not a complete checkpoint of these inputs", None, "re-run without replaying")
+        cfg = dataclasses.replace(cfg, save_every=0)  # writes nothing, not even snapshots
+    elif is_complete(out):
         if read_manifest(out).get("fingerprint") == fp:
             log(f"[green]{out} is already complete for these inputs; nothing to do")
             # A kill between the final save and the clean-up leaves the snapshots: the checkpoint supersedes them.
@@ -354,7 +365,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
-    snap = prepare_output(out, partial, fp, resume)
+    snap = None if replay else prepare_output(out, partial, fp, resume)
 
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -386,12 +397,15 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old and old is not None else None
 
     global_start = 0
-    start_state = load_training_state(cfg.model) if cfg.continue_optimizer else None
-    if start_state is not None and "optimizer" in start_state:
-        distributed.load_optimizer_state(model, optimizer, start_state["optimizer"])  # also restores the saved hyperparameters,
-        for group in optimizer.param_groups:  # but this run's recipe decides them
-            group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    start_state = (resident.take_training_state(cfg.model) or load_training_state(cfg.model)) if cfg.continue_optimizer else None
+    if start_state is not None:
         global_start = int(start_state["step"])
+        if "optimizer" in start_state:
+            distributed.load_optimizer_state(model, optimizer, start_state["optimizer"])  # also restores the saved hyperparameters,
+            for group in optimizer.param_groups:  # but this run's recipe decides them
+                group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        else:
+            log(f"[yellow]{cfg.model} was saved without its AdamW state (run.optimizer_state_every): the optimizer starts afresh")
     model.train()
 
     steps = schedule(len(rows), cfg)
@@ -404,10 +418,11 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     manifest_base = {
         "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
         "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
+        "optimizer_state": cfg.save_optimizer,
     }
 
-    def save(path: Path, step: int, manifest: dict, after=None) -> None:
-        save_whole(path, model, tokenizer, optimizer, step, metrics, manifest, after)
+    def save(path: Path, step: int, manifest: dict, after=None, with_optimizer: bool = True) -> None:
+        save_whole(path, model, tokenizer, optimizer if with_optimizer else None, step, metrics, manifest, after)
 
     started, bad = time.perf_counter(), 0
     with meter(f"train {out.name}", total=len(steps)) as bar:
@@ -447,12 +462,37 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
         raise diverged(f"the weights are not finite after step {global_start + len(steps)}", len(steps), out, partial, fp, cfg.model)
     model.eval()
     seconds = time.perf_counter() - started
-    save(out, global_start + len(steps), manifest_base | {
-        "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
-        "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
-        "final_metrics": metrics[-1] if metrics else {},
-    }, after=lambda: shutil.rmtree(partial, ignore_errors=True))
+    if replay:
+        match_saved_weights(out, hf_model)
+    else:
+        save(out, global_start + len(steps), manifest_base | {
+            "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
+            "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
+            "final_metrics": metrics[-1] if metrics else {},
+        }, after=lambda: shutil.rmtree(partial, ignore_errors=True), with_optimizer=cfg.save_optimizer)
+    if distributed.world_size() == 1 and not distributed.is_fsdp(model):  # `rladctl run`: the next stages start from memory
+        optimizer.zero_grad(set_to_none=True)
+        state = {"step": torch.tensor(global_start + len(steps)), "optimizer": optimizer.state_dict()}
+        resident.hand_on(out, hf_model, torch.float32, str(device), state)
     return summary_from(out, skipped=False)
+
+
+def match_saved_weights(out: Path, hf_model) -> None:
+    """After a replay: the weights must be the checkpoint's own, which later stages were built from.
+
+    On a CPU they are, bit for bit. Kernels that are not deterministic (some CUDA ones) can differ
+    in the last bits: then the saved weights are loaded, and only the AdamW state is the replay's.
+    """
+    from safetensors.torch import load_file
+
+    saved = {}
+    for file in sorted(out.glob("*.safetensors")):
+        saved.update(load_file(file))
+    state = hf_model.state_dict()
+    differ = [k for k, v in saved.items() if not torch.equal(state[k].cpu(), v)]
+    if differ:
+        log(f"[yellow]replaying {out} gave weights that differ from the saved ones in {len(differ)} tensors (non-deterministic kernels); continuing from the saved weights")
+        hf_model.load_state_dict(saved, strict=False)
 
 
 def prepare_output(out: Path, partial: Path, fp: str, resume: bool) -> Path | None:
@@ -473,14 +513,14 @@ def prepare_output(out: Path, partial: Path, fp: str, resume: bool) -> Path | No
 
 
 def save_whole(path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict, after=None) -> None:
-    """``save_checkpoint`` of the whole model and optimizer by rank 0 (then ``after()``), on every rank.
+    """``save_checkpoint`` of the whole model and optimizer (None: without it) by rank 0 (then ``after()``), on every rank.
 
     DDP ranks hold identical copies; FSDP2's shards are first gathered on rank 0.
     """
     hf_model, weights, optim = model_of(model), None, optimizer
     if distributed.is_fsdp(model):
         state, optim_state = distributed.full_state(model, optimizer, prefix="model.")
-        weights, optim = _Gathered(hf_model, state), _GatheredOptimizer(optim_state)
+        weights, optim = _Gathered(hf_model, state), _GatheredOptimizer(optim_state) if optimizer is not None else None
 
     def write() -> None:
         save_checkpoint(path, weights or hf_model, tokenizer, optim, step, metrics, manifest)

@@ -115,7 +115,7 @@ def test_top_k_equals_torch_topk_of_the_full_softmax(models, rollouts, tmp_path)
 def test_rows_keep_the_input_order_and_parts(models, rollouts, tmp_path):
     """Length bucketing scores rows out of order; the output must put them back."""
     from rladctl.config import ScoreTeacherConfig
-    from rladctl.logprobs import length_buckets
+    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
 
     score(models["teacher"], rollouts, tmp_path / "s", *SMALL_BATCHES)
     source, scored = open_artifact(rollouts, [S.ROLLOUTS]), open_artifact(tmp_path / "s", [S.SCORED])
@@ -126,7 +126,7 @@ def test_rows_keep_the_input_order_and_parts(models, rollouts, tmp_path):
         inp, out = source.read_part(index), scored.read_part(index)
         assert out.select([f.name for f in S.ROLLOUT_FIELDS]).equals(inp)  # ids, order, every input column
         lengths = [len(p) + len(c) for p, c in zip(inp[S.PROMPT_TOKEN_IDS].to_pylist(), inp[S.COMPLETION_TOKEN_IDS].to_pylist())]
-        order = [i for bucket in length_buckets(lengths, 48) for i in bucket]
+        order = [i for bucket in tight_length_buckets(lengths, 48, pass_overhead_tokens(48, 'cpu')) for i in bucket]
         reordered += order != list(range(len(lengths)))
     assert reordered, "the buckets never reordered rows, so this test checks nothing"
     assert ScoreTeacherConfig().micro_batch_tokens != 48  # SMALL_BATCHES really overrides the default
