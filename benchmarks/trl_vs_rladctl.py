@@ -1,7 +1,9 @@
 """One RLAD iteration of rladctl (rollout + score-teacher + train) vs one TRL GRPOTrainer step.
 
     bash scripts/setup-bench.sh                               # .venv-bench: CPU torch + trl + rladctl
-    .venv-bench/bin/python benchmarks/trl_vs_rladctl.py [--prompts 16] [--group 8] [--max-new-tokens 64] [--teacher-dtype bfloat16]
+    .venv-bench/bin/python benchmarks/trl_vs_rladctl.py [--student tiny-10m] [--teacher tiny-50m] [--prompts 2] [--group 8] [--max-new-tokens 128]
+
+The defaults are the issue's anchor setting: a 10M student, 16 completions of up to 128 tokens.
 
 TRL is a baseline here, never a dependency of rladctl: it lives in its own environment. Both sides
 get the same random-init student (--student preset, float32, CPU), the same chain_sum prompts in the
@@ -44,15 +46,15 @@ STAGES = ("rollout", "score-teacher", "train")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-trl"), help="models and run artifacts go here")
-    parser.add_argument("--student", default="tiny-4m", help="rladctl.models preset of the student (trained by both)")
-    parser.add_argument("--teacher", default="tiny-10m", help="preset of the teacher rladctl scores with")
-    parser.add_argument("--teacher-dtype", default="float32", choices=["float32", "bfloat16"],
+    parser.add_argument("--student", default="tiny-10m", help="rladctl.models preset of the student (trained by both)")
+    parser.add_argument("--teacher", default="tiny-10m", help="preset of the teacher rladctl scores with (its own seed)")
+    parser.add_argument("--teacher-dtype", default="bfloat16", choices=["float32", "bfloat16"],
                         help="score_teacher.dtype (the teacher is frozen and only scores; the student stays float32)")
-    parser.add_argument("--prompts", type=int, default=16, help="P prompts per step")
+    parser.add_argument("--prompts", type=int, default=2, help="P prompts per step")
     parser.add_argument("--group", type=int, default=8, help="G completions per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-6)
-    parser.add_argument("--repeats", type=int, default=3, help="timed iterations per side")
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations per side")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per side first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--max-ratio", type=float, default=1.0, help="fail when rladctl / TRL time exceeds this")

@@ -90,6 +90,9 @@ class HFGenerator:
         always uses draw b: a row's tokens depend on the seed and its place in the batch, never on
         the device or on when other rows stop. Once rows have stopped, the rest run on without them
         (their KV cache rows dropped), so a long-tailed batch costs what its live rows cost.
+        Dropping rows copies the whole cache: on a GPU, where a decode step is bound by memory
+        traffic rather than by the rows' arithmetic, only once an eighth of the batch has stopped;
+        on a CPU, where each live row costs its share of every matmul, at every stop.
         """
         from transformers import DynamicCache
 
@@ -124,8 +127,7 @@ class HFGenerator:
                 break
             step_ids = next_A[:, None]
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
-            # Dropping rows copies the whole cache: worth it once an eighth of the batch has stopped.
-            if compact and stopped and stopped * 8 >= len(live):
+            if compact and stopped and (stopped * 8 >= len(live) or device.type == "cpu"):
                 keep = (~done).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 live, mask, step_ids, done = live[keep.cpu()], mask[keep], step_ids[keep], done[keep]
