@@ -153,9 +153,14 @@ def output_head(model) -> torch.Tensor:
 
 
 def completion_hidden(model, batch: RowBatch) -> torch.Tensor:
-    """Final hidden states at the positions that predict completion tokens, [N, H]."""
+    """Final hidden states at the positions that predict completion tokens, [N, H].
+
+    No attention mask is passed: every row is right-padded, so under causal attention a real
+    position never sees padding (it comes later), and the positions read here get exactly the
+    values a masked pass gives them, while attention takes its unmasked causal kernel.
+    """
     backbone = model.get_decoder()
-    hidden_BLH = backbone(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL, use_cache=False).last_hidden_state
+    hidden_BLH = backbone(input_ids=batch.input_ids_BL, use_cache=False).last_hidden_state
     return hidden_BLH[batch.rows_N, batch.positions_N]
 
 

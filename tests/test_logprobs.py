@@ -200,3 +200,22 @@ def test_tight_length_buckets_splits_a_long_tail():
 def test_a_forward_pass_is_priced_higher_on_a_gpu():
     assert pass_overhead_tokens(16_384, "cuda") == 1_024 and pass_overhead_tokens(16_384, "cpu") == 32
     assert pass_overhead_tokens(256, "cpu") == 16
+
+
+def test_sequence_logprobs_of_a_padded_batch_equal_each_row_alone(models):
+    """Rows of very different lengths in one right-padded batch, run without an attention mask:
+    every completion token's log-prob equals that of the row run alone, and the gradient too."""
+    from rladctl.logprobs import sequence_logprobs
+    from rladctl.models import load_model
+
+    model = load_model(models["student"], dtype="float32", device="cpu", for_training=True)
+    prompts = [[5, 6, 7], [9], [5, 5, 5, 5, 5, 5]]
+    completions = [[11, 12], [13, 14, 15, 16, 17, 18, 19, 20], [21, 22, 23]]
+    batch = build_row_batch(prompts, completions, pad_id=0, device="cpu")
+    together = sequence_logprobs(model, batch)
+    alone = torch.cat([sequence_logprobs(model, build_row_batch([p], [c], 0, "cpu")) for p, c in zip(prompts, completions)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    head = model.get_output_embeddings().weight
+    g_together = torch.autograd.grad(together.sum(), head)[0]
+    g_alone = torch.autograd.grad(alone.sum(), head)[0]
+    torch.testing.assert_close(g_together, g_alone, atol=1e-5, rtol=0)
