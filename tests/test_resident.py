@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TASK_SETS
@@ -85,12 +86,13 @@ def _tree(run_dir: Path) -> dict[str, bytes]:
     return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(files)}
 
 
-def test_a_run_with_kept_models_writes_what_a_run_loading_from_disk_writes(models, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float32: rollout samples with the very object train then trains
+def test_a_run_with_kept_models_writes_what_a_run_loading_from_disk_writes(models, tmp_path, dtype):
     from rladctl.stages.run import run_loop
 
     sets = TASK_SETS + [
         f'run.student="{models["student"]}"', f'run.teacher="{models["teacher"]}"', "run.iterations=2", "run.eval_every=1",
-        "rollout.num_prompts=2", "rollout.group_size=4", "rollout.max_new_tokens=8", 'rollout.dtype="bfloat16"',
+        "rollout.num_prompts=2", "rollout.group_size=4", "rollout.max_new_tokens=8", f'rollout.dtype="{dtype}"',
         "eval.pass_at=2", "eval.num_prompts=2", "eval.max_new_tokens=6", "train.lr=1e-3", 'objective.name="trrd"',
     ]
     trees = {}

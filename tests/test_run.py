@@ -106,7 +106,7 @@ def test_compare_writes_a_results_page_from_real_runs(models, tmp_path):
 
 @pytest.mark.slow
 def test_demo_improves_the_student_within_ten_minutes(tmp_path):
-    """The README's main command, end to end (about 5-9 minutes on 2 cores): RLAD must help."""
+    """The README's main command, end to end (about 4 minutes on 2 idle cores): RLAD must help."""
     started = time.perf_counter()
     done = run_cli("demo", "--out", str(tmp_path / "demo"), "--json", timeout=900)
     assert done.returncode == 0, done.stderr
