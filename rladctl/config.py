@@ -169,10 +169,10 @@ class RunConfig:
     iterations: int = 10
     eval_every: int = 0  # evaluate every N iterations (0 = only before and after)
     eval_before: bool = True  # evaluate the starting student too
-    keep_models: bool = True  # keep the teacher and the latest student in memory between stages (see rladctl/resident.py)
+    keep_models: bool = True  # on a CPU, keep the teacher and the latest student in memory between stages (rladctl/resident.py)
     # Write the student's AdamW state (2x its weights) with every Nth iteration's checkpoint and the
     # last; the others hold weights only. A resumed run rebuilds a missing state by replaying train
-    # from the saved artifacts. Without keep_models, every checkpoint holds it.
+    # from the saved artifacts. Where models are not kept (off, a GPU, torchrun), every checkpoint holds it.
     optimizer_state_every: int = 10
 
 

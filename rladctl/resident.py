@@ -9,6 +9,10 @@ is handed out again only while the files are those it was kept with. Only an exa
 a float32 model is not cast to serve a bfloat16 request, since from_pretrained(dtype=...) also
 decides the dtype of buffers that no state dict holds (rotary frequencies, for one).
 
+Only models on the CPU are kept. On a GPU the memory they would hold (the student's float32
+weights and AdamW state, the teacher) belongs to the next stage: vLLM, for one, claims a fraction
+of the whole GPU when it starts.
+
 Two rules keep this exact. A model given out for training is *taken* (it will change), never
 shared; and train gives back what it trained, with its optimizer state, only after the checkpoint
 holding the very same values is complete on disk.
@@ -62,6 +66,8 @@ class Resident:
         return kept[1].eval()
 
     def put(self, path: Path, dtype, device: str, model) -> None:
+        if not on_cpu(device):
+            return
         path = Path(path).resolve()
         self.models[(str(path), str(dtype), device)] = (stamp(path), model)
         while len(self.models) > self.limit:
@@ -71,6 +77,10 @@ class Resident:
         path = Path(path).resolve()
         kept = self.states.pop(str(path), None)
         return kept[1] if kept is not None and kept[0] == stamp(path) else None
+
+
+def on_cpu(device: str) -> bool:
+    return str(device).split(":")[0] == "cpu"
 
 
 def active() -> Resident | None:
@@ -90,7 +100,7 @@ def keep_models(enabled: bool = True, limit: int = 3) -> Iterator[Resident | Non
 
 def hand_on(path: Path, model, dtype, device: str, training_state: dict) -> None:
     """Train's final model and optimizer state, for the next stages of this run; a no-op outside one."""
-    if _active is None:
+    if _active is None or not on_cpu(device):
         return
     path = Path(path).resolve()
     _active.put(path, dtype, device, model)

@@ -101,10 +101,15 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
 
 def saves_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int) -> bool:
     """Every run.optimizer_state_every-th checkpoint and the last; all of them when train cannot hand
-    its state on in memory (models not kept, several ranks, or FSDP2's shards)."""
-    from rladctl import distributed
+    its state on in memory (models not kept, a GPU, several ranks, or FSDP2's shards)."""
+    import torch
 
-    in_memory = recipe.run.keep_models and distributed.world_size() == 1 and recipe.train.parallel != "fsdp"
+    from rladctl import distributed
+    from rladctl.resident import on_cpu
+
+    device = recipe.train.device
+    cpu = on_cpu(device) or (device == "auto" and not torch.cuda.is_available())
+    in_memory = recipe.run.keep_models and cpu and distributed.world_size() == 1 and recipe.train.parallel != "fsdp"
     return not in_memory or (i + 1) % recipe.run.optimizer_state_every == 0 or i + 1 == plan.iterations
 
 

@@ -155,3 +155,26 @@ def test_skipped_optimizer_states_are_rebuilt_by_replay_after_an_interruption(mo
     final = load_training_state(stopped / "iter-0002" / "checkpoint")["optimizer"]["state"]
     expected = load_training_state(clean / "iter-0002" / "checkpoint")["optimizer"]["state"]
     assert all(torch.equal(final[i][k], expected[i][k]) for i in expected for k in expected[i])
+
+
+def test_models_on_a_gpu_are_not_kept(monkeypatch):
+    """Their memory belongs to the next stage (vLLM claims a fraction of the whole GPU)."""
+    with resident.keep_models() as kept:
+        kept.put(Path("/nowhere"), torch.float32, "cuda:0", object())
+        resident.hand_on(Path("/nowhere"), object(), torch.float32, "cuda", {"step": torch.tensor(1)})
+        assert not kept.models and not resident.has_training_state("/nowhere")
+        kept.put(Path("/nowhere"), torch.float32, "cpu", object())
+        assert len(kept.models) == 1
+
+
+def test_checkpoints_skip_the_optimizer_state_only_where_train_hands_it_on(models, tmp_path, monkeypatch):
+    from rladctl.stages.run import make_plan, saves_optimizer_state
+
+    recipe = load_recipe(None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', 'objective.name="grpo"', "run.iterations=25", "run.optimizer_state_every=10"])
+    plan = make_plan(recipe)
+    assert [i for i in range(25) if saves_optimizer_state(recipe, plan, i)] == [9, 19, 24]
+    for off in ('train.device="cuda"', "run.keep_models=false", 'train.parallel="fsdp"'):
+        other = load_recipe(None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', "run.iterations=25", off])
+        assert all(saves_optimizer_state(other, plan, i) for i in range(25)), off
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert all(saves_optimizer_state(recipe, plan, i) for i in range(25))
