@@ -95,20 +95,6 @@ def test_each_objective_trains(shards, tmp_path, objective, extra, rows):
         assert metrics[0]["nll"] > 0
 
 
-def test_bf16_autocast_trains_float32_weights_close_to_a_float32_run(shards, tmp_path):
-    """train.dtype = "bfloat16" autocasts the forward on any device (the CUDA default); weights stay float32."""
-    train(shards, tmp_path / "fp32", 'objective.name="trrd"', 'train.dtype="float32"')
-    train(shards, tmp_path / "bf16", 'objective.name="trrd"', 'train.dtype="bfloat16"')
-    start, fp32, bf16 = weights(shards["student"]), weights(tmp_path / "fp32"), weights(tmp_path / "bf16")
-    assert all(t.dtype == torch.float32 for t in bf16.values())
-    step = lambda w: torch.cat([(w[k] - start[k]).flatten() for k in sorted(start)])  # noqa: E731
-    fp32_step, bf16_step = step(fp32), step(bf16)
-    assert fp32_step.norm() > 0 and bf16_step.norm() == pytest.approx(float(fp32_step.norm()), rel=0.05)
-    # AdamW steps every weight by about lr whatever its gradient, so compare the update's direction
-    assert torch.nn.functional.cosine_similarity(fp32_step, bf16_step, dim=0) > 0.95  # 0.997 when written
-    assert all(math.isfinite(m["loss"]) for m in read_metrics(tmp_path / "bf16"))
-
-
 def test_grpo_and_sft_train_on_unscored_rollouts(shards, tmp_path):
     assert train(shards, tmp_path / "g", 'objective.name="grpo"', inputs="rollouts").steps == 2
     assert train(shards, tmp_path / "s", 'objective.name="sft"', inputs="rollouts").steps == 2
