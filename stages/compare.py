@@ -36,15 +36,17 @@ class MethodRun:
 
 def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student: str, teacher: str) -> MethodRun:
     from rladctl.run_report import iteration_rows
-    from rladctl.stages.run import make_plan, run_loop
+    from rladctl.stages.run import evaluate_point, make_plan, run_loop
 
     objective = METHODS[method]
     sets = recipe.replace("run", dir=str(out / f"{method}-seed{seed}"), student=student, teacher=teacher, eval_before=False, eval_every=0)
-    sets = sets.replace("objective", name=objective)
+    sets = sets.replace("objective", name=objective).replace("eval", seed=recipe.eval.seed + seed)
     sets = sets.replace("rollout", seed=recipe.rollout.seed + 1000 * seed).replace("train", seed=recipe.train.seed + seed)
-    summary = run_loop(sets)
-    final = evaluate(sets, summary.final_student, out / "eval" / f"{method}-seed{seed}", f"{method}-seed{seed}", seed)
-    rows = iteration_rows(make_plan(sets))
+    run_loop(sets)
+    plan = make_plan(sets)
+    # The run evaluated its final student with this seed's eval settings: read that back, sample nothing.
+    final = evaluate_point(sets, plan, plan.iterations, overwrite=False).summaries[f"step-{plan.iterations:04d}"]
+    rows = iteration_rows(plan)
     # Wall time from the stage manifests, so a re-run that only rebuilds the page reports the same.
     return MethodRun(method, seed, final.overall, final.by_difficulty, sum(r["seconds"] for r in rows), rows)
 

@@ -31,15 +31,22 @@ import torch
 
 from rladctl import distributed, resident
 from rladctl import schema as S
-from rladctl.artifacts import TMP_MARK, fingerprint, open_artifact, validate_token_columns
-from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics, save_checkpoint
+from rladctl.artifacts import fingerprint, open_artifact, validate_token_columns
+from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics
 from rladctl.config import LoadedRecipe, TrainConfig, to_plain
-from rladctl.errors import ArtifactError, ConfigError, RladError
+from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log, meter
-
-
-class TrainingDiverged(RladError, ArithmeticError):
-    """The loss stayed non-finite; the last good checkpoint is named in the message."""
+from rladctl.snapshots import (  # noqa: F401 (TrainingDiverged: what callers catch)
+    TrainingDiverged,
+    apply_update,
+    diverged,
+    match_saved_weights,
+    prepare_output,
+    prune_snapshots,
+    remove_leftovers,
+    restore_snapshot,
+    save_whole,
+)
 
 
 @dataclass
@@ -328,136 +335,48 @@ def optimizer_step(
 
 
 def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True, replay: bool = False) -> TrainSummary:
-    from rladctl.models import load_model, load_tokenizer, model_identity, resolve_device
-    from rladctl.objectives import NEEDS_TEACHER, get_objective, kdrl_beta
+    from rladctl.models import model_identity
+    from rladctl.objectives import NEEDS_TEACHER, get_objective
 
     cfg: TrainConfig = recipe.train
     obj_cfg = recipe.objective
     objective_fn = get_objective(obj_cfg.name)
-    for key in ("model", "out"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"no {key} given", "for train", f"pass --{key} or set train.{key} in the recipe")
-    if not (math.isfinite(cfg.lr) and cfg.lr >= 0):
-        raise ConfigError(f"train.lr is {cfg.lr!r}", None, "the learning rate must be a finite number >= 0")
+    check_config(cfg)
     distributed.init(group_of_one=cfg.parallel == "fsdp")
     out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
     rows, refs = load_rows(cfg, obj_cfg.name, obj_cfg.name in NEEDS_TEACHER)
     start_identity = model_identity(cfg.model)
-    # How the work is spread (device, ranks, DDP or FSDP2) does not change the result: not in the fingerprint.
-    described = {
-        "kind": S.CHECKPOINT, "inputs": [r["content_id"] for r in refs], "objective": to_plain(obj_cfg),
-        "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
-        "train": {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "save_every", "save_optimizer", "inputs", "model", "parallel")},
-    }
-    fp = fingerprint(described)
+    fp = run_fingerprint(cfg, obj_cfg, refs, start_identity)
     if replay:
         if not (is_complete(out) and read_manifest(out).get("fingerprint") == fp):
             raise ArtifactError(f"cannot replay {out}: it is not a complete checkpoint of these inputs", None, "re-run without replaying")
-        cfg = dataclasses.replace(cfg, save_every=0)  # writes nothing, not even snapshots
-    elif is_complete(out):
-        if read_manifest(out).get("fingerprint") == fp:
-            log(f"[green]{out} is already complete for these inputs; nothing to do")
-            # A kill between the final save and the clean-up leaves the snapshots: the checkpoint supersedes them.
-            distributed.main_only(lambda: (shutil.rmtree(partial, ignore_errors=True), remove_leftovers(out, partial)))
-            return summary_from(out, skipped=True)
-        if not overwrite:
-            raise ArtifactError(f"output directory {out} holds a checkpoint from a different run", None, "choose another --out, or pass --overwrite to replace it")
-    elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
-    snap = None if replay else prepare_output(out, partial, fp, resume)
+        cfg, snap = dataclasses.replace(cfg, save_every=0), None  # writes nothing, not even snapshots
+    elif already_done(out, partial, fp, overwrite):
+        return summary_from(out, skipped=True)
+    else:
+        snap = prepare_output(out, partial, fp, resume)
 
     torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    device = torch.device(resolve_device(distributed.device(cfg.device)))
-    # FSDP2 moves each rank's shards to the device: the whole model never has to fit on one GPU.
-    hf_model = load_model(cfg.model, dtype="float32", device="cpu" if cfg.parallel == "fsdp" else str(device), trust_remote_code=cfg.trust_remote_code, for_training=True)
-    check_vocab(hf_model, tokenizer, rows, refs)
+    tokenizer, hf_model, model, device = load_policy(cfg, rows, refs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if cfg.gradient_checkpointing:
-        # The reentrant variant needs DDP's static_graph and does not work with FSDP2.
-        wrapped = distributed.enabled() or cfg.parallel == "fsdp"
-        hf_model.gradient_checkpointing_enable(**({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if wrapped else {}))
-    model = distributed.wrap(LogprobPolicy(hf_model), cfg.parallel, device, getattr(hf_model.get_decoder(), "layers", ()))
     # Before any forward: FSDP2 leaves the root's parameters gathered after one (see distributed.reshard).
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-
-    # lp_old and lp_ref come from the start model, before any update (also when resuming).
     log(f"train: {len(rows)} rows, objective {obj_cfg.name}, {distributed.world_size()} rank(s)")
-    # One optimizer step per call (the on-policy loop's default): lp_old is that step's own detached
-    # lp, so the separate pass over every row is skipped (about 15% of an RLAD iteration on CPU).
-    single_step = cfg.recompute_old and cfg.epochs == 1 and (cfg.mini_batches == 1 or len(rows) == 1)
-    need_start = (cfg.recompute_old and not single_step) or obj_cfg.ref_beta > 0
-    start_lp = start_logprobs(model, rows, cfg, pad_id) if need_start else None
-    distributed.reshard(model)
-    sampler = [torch.tensor(s, dtype=torch.float32) for s in rows.sampler]
-    teacher = [torch.tensor(t, dtype=torch.float32) for t in rows.teacher] if rows.teacher is not None else None
-    old = None if single_step else flat_slices(rows, start_lp) if cfg.recompute_old else sampler
-    ref = reference_logprobs(cfg, obj_cfg, rows, list(range(len(rows))), pad_id, start_lp)
-    gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old and old is not None else None
-
-    global_start = 0
-    start_state = (resident.take_training_state(cfg.model) or load_training_state(cfg.model)) if cfg.continue_optimizer else None
-    if start_state is not None:
-        global_start = int(start_state["step"])
-        if "optimizer" in start_state:
-            distributed.load_optimizer_state(model, optimizer, start_state["optimizer"])  # also restores the saved hyperparameters,
-            for group in optimizer.param_groups:  # but this run's recipe decides them
-                group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        else:
-            log(f"[yellow]{cfg.model} was saved without its AdamW state (run.optimizer_state_every): the optimizer starts afresh")
+    fixed = fixed_logprobs(model, rows, cfg, obj_cfg, pad_id)
+    global_start = load_start_optimizer(cfg, model, optimizer)
     model.train()
 
-    steps = schedule(len(rows), cfg)
-    metrics: list[dict] = []
-    done = 0
-    if snap is not None:
-        done, metrics = restore_snapshot(snap, model, optimizer)
-        log(f"resuming {out} from {snap.name} ({done} of {len(steps)} steps done)")
-    horizon = cfg.total_steps or (global_start + len(steps))
-    manifest_base = {
+    run = TrainRun(cfg, obj_cfg, out, partial, fp, model, tokenizer, optimizer, pad_id, manifest={
         "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
         "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
         "optimizer_state": cfg.save_optimizer,
-    }
-
-    def save(path: Path, step: int, manifest: dict, after=None, with_optimizer: bool = True) -> None:
-        save_whole(path, model, tokenizer, optimizer if with_optimizer else None, step, metrics, manifest, after)
-
-    started, bad = time.perf_counter(), 0
-    with meter(f"train {out.name}", total=len(steps)) as bar:
-        bar.advance(done)
-        for k in range(done, len(steps)):
-            step = global_start + k
-            lr = lr_at(cfg, step, horizon)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
-            t0 = time.perf_counter()
-            m = optimizer_step(model, optimizer, objective_fn, step_cfg, rows, steps[k], old, ref, teacher, cfg, pad_id)
-            finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # global values: every rank agrees
-            if finite:
-                apply_update(optimizer, step, lr, out, partial, fp, cfg.model)
-                bad = 0
-            else:
-                optimizer.zero_grad(set_to_none=True)  # skipped: the weights stay as they were
-                bad += 1
-            seconds = time.perf_counter() - t0
-            if gap is not None:
-                m["sampler_old_gap"] = gap
-            m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite,
-                     dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
-            if obj_cfg.name == "kdrl":
-                m["kl_beta"] = step_cfg.kl_beta
-            metrics.append(m)
-            bar.advance(1, m["tokens"])
-            # A skipped step leaves the weights that gave the non-finite loss: never ship them as final.
-            if bad >= cfg.max_bad_steps or (bad and k + 1 == len(steps)):
-                what = f"the loss was non-finite for {bad} consecutive step{'s' * (bad > 1)} (at step {step + 1}"
-                what += ")" if bad >= cfg.max_bad_steps else ", the last: the final weights are those that gave it)"
-                raise diverged(what, k - bad + 1, out, partial, fp, cfg.model)
-            if finite and cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
-                save(partial / f"step-{k + 1:06d}", step + 1, manifest_base | {"snapshot_step": k + 1}, after=lambda: prune_snapshots(partial, keep=2))
+    })
+    steps = schedule(len(rows), cfg)
+    done, metrics = restore_snapshot(snap, model, optimizer) if snap is not None else (0, [])
+    if snap is not None:
+        log(f"resuming {out} from {snap.name} ({done} of {len(steps)} steps done)")
+    started = time.perf_counter()
+    train_steps(run, objective_fn, rows, fixed, steps, done, metrics, global_start)
     if not distributed.all_finite(model.parameters()):
         raise diverged(f"the weights are not finite after step {global_start + len(steps)}", len(steps), out, partial, fp, cfg.model)
     model.eval()
@@ -465,7 +384,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     if replay:
         match_saved_weights(out, hf_model)
     else:
-        save(out, global_start + len(steps), manifest_base | {
+        run.save(out, global_start + len(steps), metrics, {
             "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
             "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
             "final_metrics": metrics[-1] if metrics else {},
@@ -477,82 +396,165 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     return summary_from(out, skipped=False)
 
 
-def match_saved_weights(out: Path, hf_model) -> None:
-    """After a replay: the weights must be the checkpoint's own, which later stages were built from.
+def check_config(cfg: TrainConfig) -> None:
+    for key in ("model", "out"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"no {key} given", "for train", f"pass --{key} or set train.{key} in the recipe")
+    if not (math.isfinite(cfg.lr) and cfg.lr >= 0):
+        raise ConfigError(f"train.lr is {cfg.lr!r}", None, "the learning rate must be a finite number >= 0")
 
-    On a CPU they are, bit for bit. Kernels that are not deterministic (some CUDA ones) can differ
-    in the last bits: then the saved weights are loaded, and only the AdamW state is the replay's.
+
+def run_fingerprint(cfg: TrainConfig, obj_cfg, refs: list[dict], start_identity: dict) -> str:
+    """What makes two train calls the same run: inputs, objective, start weights and settings.
+
+    How the work is spread (device, ranks, DDP or FSDP2), how often it snapshots and whether the
+    AdamW state is saved do not change the result, so they are left out.
     """
-    from safetensors.torch import load_file
-
-    saved = {}
-    for file in sorted(out.glob("*.safetensors")):
-        saved.update(load_file(file))
-    state = hf_model.state_dict()
-    differ = [k for k, v in saved.items() if not torch.equal(state[k].cpu(), v)]
-    if differ:
-        log(f"[yellow]replaying {out} gave weights that differ from the saved ones in {len(differ)} tensors (non-deterministic kernels); continuing from the saved weights")
-        hf_model.load_state_dict(saved, strict=False)
+    spread = ("out", "device", "save_every", "save_optimizer", "inputs", "model", "parallel")
+    return fingerprint({
+        "kind": S.CHECKPOINT, "inputs": [r["content_id"] for r in refs], "objective": to_plain(obj_cfg),
+        "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
+        "train": {k: v for k, v in to_plain(cfg).items() if k not in spread},
+    })
 
 
-def prepare_output(out: Path, partial: Path, fp: str, resume: bool) -> Path | None:
-    """The snapshot to resume from (None: start afresh), after clearing what a killed run left.
+def already_done(out: Path, partial: Path, fp: str, overwrite: bool) -> bool:
+    """True when ``out`` holds this very run's checkpoint; another run's output is refused unless ``overwrite``."""
+    if is_complete(out):
+        if read_manifest(out).get("fingerprint") == fp:
+            log(f"[green]{out} is already complete for these inputs; nothing to do")
+            # A kill between the final save and the clean-up leaves the snapshots: the checkpoint supersedes them.
+            distributed.main_only(lambda: (shutil.rmtree(partial, ignore_errors=True), remove_leftovers(out, partial)))
+            return True
+        if not overwrite:
+            raise ArtifactError(f"output directory {out} holds a checkpoint from a different run", None, "choose another --out, or pass --overwrite to replace it")
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
+    return False
 
-    Every rank looks before rank 0 alone deletes anything.
+
+def load_policy(cfg: TrainConfig, rows: Rows, refs: list[dict]):
+    """The student in float32 as (tokenizer, Hugging Face model, policy wrapped for the ranks, device)."""
+    from rladctl.models import load_model, load_tokenizer, resolve_device
+
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    device = torch.device(resolve_device(distributed.device(cfg.device)))
+    # FSDP2 moves each rank's shards to the device: the whole model never has to fit on one GPU.
+    hf_model = load_model(cfg.model, dtype="float32", device="cpu" if cfg.parallel == "fsdp" else str(device), trust_remote_code=cfg.trust_remote_code, for_training=True)
+    check_vocab(hf_model, tokenizer, rows, refs)
+    if cfg.gradient_checkpointing:
+        # The reentrant variant needs DDP's static_graph and does not work with FSDP2.
+        wrapped = distributed.enabled() or cfg.parallel == "fsdp"
+        hf_model.gradient_checkpointing_enable(**({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if wrapped else {}))
+    model = distributed.wrap(LogprobPolicy(hf_model), cfg.parallel, device, getattr(hf_model.get_decoder(), "layers", ()))
+    return tokenizer, hf_model, model, device
+
+
+@dataclass
+class FixedLogprobs:
+    """Per-row float32 log-probs that stay fixed for the whole call (one tensor per row, or None)."""
+
+    old: list[torch.Tensor] | None  # lp_old; None: each step's own detached lp (one step per call)
+    ref: list[torch.Tensor] | None  # lp_ref, when objective.ref_beta > 0
+    teacher: list[torch.Tensor] | None  # lp_T, from a scored artifact
+    sampler_old_gap: float | None  # mean |lp_old - lp_sampler| over every token, when lp_old was recomputed here
+
+
+def fixed_logprobs(model, rows: Rows, cfg: TrainConfig, obj_cfg, pad_id: int) -> FixedLogprobs:
+    """lp_old and lp_ref come from the start model, before any update (also when resuming)."""
+    # One optimizer step per call (the on-policy loop's default): lp_old is that step's own detached
+    # lp, so the separate pass over every row is skipped (about 15% of an RLAD iteration on CPU).
+    single_step = cfg.recompute_old and cfg.epochs == 1 and (cfg.mini_batches == 1 or len(rows) == 1)
+    need_start = (cfg.recompute_old and not single_step) or obj_cfg.ref_beta > 0
+    start_lp = start_logprobs(model, rows, cfg, pad_id) if need_start else None
+    distributed.reshard(model)
+    sampler = [torch.tensor(s, dtype=torch.float32) for s in rows.sampler]
+    teacher = [torch.tensor(t, dtype=torch.float32) for t in rows.teacher] if rows.teacher is not None else None
+    old = None if single_step else flat_slices(rows, start_lp) if cfg.recompute_old else sampler
+    ref = reference_logprobs(cfg, obj_cfg, rows, list(range(len(rows))), pad_id, start_lp)
+    gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old and old is not None else None
+    return FixedLogprobs(old, ref, teacher, gap)
+
+
+def load_start_optimizer(cfg: TrainConfig, model, optimizer) -> int:
+    """The AdamW state and global step the start model was saved (or handed on in memory) with; 0 without."""
+    state = (resident.take_training_state(cfg.model) or load_training_state(cfg.model)) if cfg.continue_optimizer else None
+    if state is None:
+        return 0
+    if "optimizer" in state:
+        distributed.load_optimizer_state(model, optimizer, state["optimizer"])  # also restores the saved hyperparameters,
+        for group in optimizer.param_groups:  # but this run's recipe decides them
+            group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    else:
+        log(f"[yellow]{cfg.model} was saved without its AdamW state (run.optimizer_state_every): the optimizer starts afresh")
+    return int(state["step"])
+
+
+@dataclass
+class TrainRun:
+    """What the optimizer steps and the saves of one train call share."""
+
+    cfg: TrainConfig
+    obj_cfg: Any
+    out: Path
+    partial: Path
+    fp: str
+    model: torch.nn.Module  # a LogprobPolicy, bare or inside DDP / FSDP2
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    pad_id: int
+    manifest: dict  # what every save's manifest starts with
+
+    def save(self, path: Path, step: int, metrics: list[dict], extra: dict, after=None, with_optimizer: bool = True) -> None:
+        optimizer = self.optimizer if with_optimizer else None
+        save_whole(path, self.model, self.tokenizer, optimizer, step, metrics, self.manifest | extra, after)
+
+
+def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, steps: list[np.ndarray], done: int, metrics: list[dict], global_start: int) -> None:
+    """Optimizer steps ``done`` onwards, appending each one's metrics; snapshots every ``save_every``.
+
+    A step whose loss or gradient norm is not finite changes no weight; ``max_bad_steps`` of them in
+    a row, or one at the end, stop the run with the newest snapshot from before them named.
     """
-    snap = latest_snapshot(partial, fp) if resume else None
+    from rladctl.objectives import kdrl_beta
 
-    def clear() -> None:
-        if not resume or (partial.exists() and snap is None):
-            shutil.rmtree(partial, ignore_errors=True)
-        remove_leftovers(out, partial)
-
-    distributed.barrier()
-    distributed.main_only(clear)
-    return snap
-
-
-def save_whole(path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict, after=None) -> None:
-    """``save_checkpoint`` of the whole model and optimizer (None: without it) by rank 0 (then ``after()``), on every rank.
-
-    DDP ranks hold identical copies; FSDP2's shards are first gathered on rank 0.
-    """
-    hf_model, weights, optim = model_of(model), None, optimizer
-    if distributed.is_fsdp(model):
-        state, optim_state = distributed.full_state(model, optimizer, prefix="model.")
-        weights, optim = _Gathered(hf_model, state), _GatheredOptimizer(optim_state) if optimizer is not None else None
-
-    def write() -> None:
-        save_checkpoint(path, weights or hf_model, tokenizer, optim, step, metrics, manifest)
-        if after is not None:
-            after()
-
-    distributed.main_only(write)
-
-
-def model_of(model):
-    """The Hugging Face model inside a LogprobPolicy (inside DDP)."""
-    return getattr(model, "module", model).model
-
-
-class _Gathered:
-    """What ``save_checkpoint`` needs of a model, when its weights were gathered from FSDP2 shards."""
-
-    def __init__(self, model, state_dict: dict):
-        # A tied head is one parameter under two names; save it once, as save_pretrained would.
-        aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
-        self.model, self.state_dict = model, {k: v for k, v in state_dict.items() if k not in aliases}
-
-    def save_pretrained(self, path, **kwargs) -> None:
-        self.model.save_pretrained(path, state_dict=self.state_dict, **kwargs)
-
-
-class _GatheredOptimizer:
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
+    cfg, obj_cfg, optimizer = run.cfg, run.obj_cfg, run.optimizer
+    horizon = cfg.total_steps or (global_start + len(steps))
+    bad = 0
+    with meter(f"train {run.out.name}", total=len(steps)) as bar:
+        bar.advance(done)
+        for k in range(done, len(steps)):
+            step = global_start + k
+            lr = lr_at(cfg, step, horizon)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
+            t0 = time.perf_counter()
+            m = optimizer_step(run.model, optimizer, objective_fn, step_cfg, rows, steps[k], fixed.old, fixed.ref, fixed.teacher, cfg, run.pad_id)
+            finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # global values: every rank agrees
+            if finite:
+                apply_update(optimizer, step, lr, run.out, run.partial, run.fp, cfg.model)
+                bad = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)  # skipped: the weights stay as they were
+                bad += 1
+            seconds = time.perf_counter() - t0
+            if fixed.sampler_old_gap is not None:
+                m["sampler_old_gap"] = fixed.sampler_old_gap
+            m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite,
+                     dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
+            if obj_cfg.name == "kdrl":
+                m["kl_beta"] = step_cfg.kl_beta
+            metrics.append(m)
+            bar.advance(1, m["tokens"])
+            # A skipped step leaves the weights that gave the non-finite loss: never ship them as final.
+            if bad >= cfg.max_bad_steps or (bad and k + 1 == len(steps)):
+                what = f"the loss was non-finite for {bad} consecutive step{'s' * (bad > 1)} (at step {step + 1}"
+                what += ")" if bad >= cfg.max_bad_steps else ", the last: the final weights are those that gave it)"
+                raise diverged(what, k - bad + 1, run.out, run.partial, run.fp, cfg.model)
+            if finite and cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
+                run.save(run.partial / f"step-{k + 1:06d}", step + 1, metrics, {"snapshot_step": k + 1},
+                         after=lambda: prune_snapshots(run.partial, keep=2))
 
 
 def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], pad_id: int, start_lp) -> list | None:
@@ -566,80 +568,6 @@ def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], 
     values = flat_slices(rows, row_logprobs(ref_model, rows, index, cfg, pad_id, rows.temperature))
     del ref_model
     return values
-
-
-def snapshots(partial: Path) -> list[Path]:
-    """Finished snapshot directories, oldest first (a killed save leaves ``*.tmp-*`` siblings)."""
-    if not partial.is_dir():
-        return []
-    return sorted(p for p in partial.glob("step-*") if TMP_MARK not in p.name and p.is_dir())
-
-
-def latest_snapshot(partial: Path, fp: str, before: int | None = None) -> Path | None:
-    """The newest complete snapshot of this run (fingerprint ``fp``), optionally of a step < ``before``."""
-    for snap in reversed(snapshots(partial)):
-        manifest = read_manifest(snap)
-        if manifest and manifest.get("fingerprint") == fp and (before is None or manifest["snapshot_step"] < before):
-            return snap
-    return None
-
-
-def prune_snapshots(partial: Path, keep: int) -> None:
-    """Each snapshot is a full model plus optimizer state: keep only the newest ``keep``."""
-    for snap in snapshots(partial)[:-keep]:
-        shutil.rmtree(snap, ignore_errors=True)
-
-
-def remove_leftovers(out: Path, partial: Path) -> None:
-    """Temporary directories of saves that a killed run never finished."""
-    for tmp in [*out.parent.glob(f"{out.name}{TMP_MARK}*"), *partial.glob(f"*{TMP_MARK}*")]:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def apply_update(optimizer, step: int, lr: float, out: Path, partial: Path, fp: str, start_model: str) -> None:
-    try:
-        optimizer.step()
-    except RuntimeError as exc:  # e.g. AdamW's step size lr / (1 - beta1^t) overflows float32
-        if "overflow" not in str(exc):
-            raise
-        last = latest_snapshot(partial, fp)
-        raise TrainingDiverged(
-            f"the optimizer update overflowed at step {step + 1} (lr {lr:g})", f"training {out}",
-            f"the last good checkpoint is {last or start_model}; lower train.lr",
-        ) from None
-
-
-def diverged(what: str, first_bad: int, out: Path, partial: Path, fp: str, start_model: str) -> TrainingDiverged:
-    """The error for a run that must stop, naming the newest snapshot from before the trouble.
-
-    Snapshot ``step-j`` holds the weights that step j (0-based, this call) trained on. When step
-    ``first_bad`` gave the first of the non-finite losses, its weights are suspect, so the last good
-    snapshot is the newest of a step below it.
-    """
-    last = latest_snapshot(partial, fp, before=first_bad)
-    return TrainingDiverged(what, f"training {out}", f"the last good checkpoint is {last or start_model}; lower train.lr or check the inputs")
-
-
-def restore_snapshot(snap: Path, model, optimizer) -> tuple[int, list[dict]]:
-    """Weights, optimizer state and RNG of a snapshot, saved whole: any number of ranks resumes it."""
-    from safetensors.torch import load_file
-
-    state_dict = {}
-    for file in sorted(snap.glob("*.safetensors")):
-        state_dict.update(load_file(file))
-    hf_model = model_of(model)
-    expected = set(hf_model.state_dict())
-    missing, unexpected = expected - set(state_dict), set(state_dict) - expected
-    if unexpected or [m for m in missing if "lm_head" not in m]:  # tied heads are not saved twice
-        raise ArtifactError(f"snapshot {snap} does not match the model", None, "delete it or re-run with --no-resume")
-    if distributed.is_fsdp(model):
-        distributed.load_model_state(model, state_dict, prefix="model.")
-    else:
-        hf_model.load_state_dict(state_dict, strict=False)
-    state = load_training_state(snap)
-    distributed.load_optimizer_state(model, optimizer, state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    return int(read_manifest(snap)["snapshot_step"]), read_metrics(snap)
 
 
 def summary_from(out: Path, skipped: bool) -> TrainSummary:

@@ -102,6 +102,10 @@ def test_compare_writes_a_results_page_from_real_runs(models, tmp_path):
     # The base row's Mean@K is the mean of the two base evaluations' reports.
     means = [json.loads((tmp_path / "cmp" / "eval" / f"base-seed{s}" / "report.json").read_text())["summaries"][f"base-seed{s}"]["overall"]["mean"] for s in (0, 1)]
     assert f"{sum(means) / 2:.3f} ±" in page.split("| base ")[1].split("\n")[0]
+    # A method's numbers are its run's own final evaluation (run with that seed's eval settings), not a second one.
+    means = [json.loads((tmp_path / "cmp" / f"grpo-seed{s}" / "eval" / "step-0001" / "report.json").read_text())["summaries"]["step-0001"]["overall"]["mean"] for s in (0, 1)]
+    assert f"{sum(means) / 2:.3f} ±" in page.split("| grpo ")[1].split("\n")[0]
+    assert sorted(p.name for p in (tmp_path / "cmp" / "eval").iterdir()) == ["base-seed0", "base-seed1", "teacher"]
 
 
 @pytest.mark.slow

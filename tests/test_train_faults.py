@@ -45,9 +45,9 @@ def cli_train(shards, out: Path, *extra: str, inputs: str = "scored", model: Pat
 # finish its six steps before the parent sees the first snapshot. The pause changes no number.
 SLOW_SNAPSHOTS = """
 import sys, time
-import rladctl.stages.train as train
-save = train.save_checkpoint
-train.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(1.0))
+import rladctl.snapshots as snapshots
+save = snapshots.save_checkpoint
+snapshots.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(1.0))
 from rladctl.cli import main
 sys.argv = ["rladctl", *sys.argv[1:]]
 main()
