@@ -150,7 +150,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
     """Load a tokenizer from a local directory or a hub id, refusing what cannot be loaded."""
     from transformers import AutoTokenizer
 
-    from rladctl.models import locate
+    from rladctl.models import hub_fix, locate
 
     source = locate(path)
     if isinstance(source, Path):
@@ -164,7 +164,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"cannot load a tokenizer from {source}: {_first_line(exc)}",
-            fix="check the path or hub id; set trust_remote_code only for code you trust",
+            fix=hub_fix(source, "check the path or hub id; set trust_remote_code only for code you trust"),
         ) from exc
 
 

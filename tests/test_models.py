@@ -351,6 +351,35 @@ def test_hub_identity_never_downloads(monkeypatch, tmp_path):
     assert identity["weights_hash"] is None and identity["revision"] is None
 
 
+def hub_cache_with(model_dir: Path, cache: Path, repo_id: str) -> None:
+    """The layout huggingface_hub reads: models--ORG--NAME/{refs/main, snapshots/REVISION/...}."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+
+
+def test_an_unreachable_hub_loads_cached_models_and_refuses_missing_ones_at_once(models, tmp_path):
+    """Without this, every hub file request retried for about 50 s before failing or using the cache."""
+    import subprocess
+    import sys
+
+    hub_cache_with(models["student"], tmp_path / "hub", "org/tiny")
+    # A reserved .invalid host (RFC 6761): the connection fails as on a machine with no network.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT="http://hub.invalid", HF_HUB_CACHE=str(tmp_path / "hub"), RLADCTL_QUIET="1")
+    code = (
+        "from rladctl.models import load_model, load_tokenizer, model_identity\n"
+        "tok = load_tokenizer('org/tiny'); model = load_model('org/tiny', device='cpu')\n"
+        "print(len(tok), type(model).__name__, model_identity('org/tiny')['revision'])\n"
+        "load_model('org/not-cached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() == [str(len(load_tokenizer(models["student"]))), "Qwen3ForCausalLM", "0123abcd"], done.stderr
+    assert "Retry" not in done.stderr
+    assert "org/not-cached is not (completely) in the local hub cache" in done.stderr and "hf download org/not-cached" in done.stderr
+
+
 # ---- depth pruning (the demo's student) ----------------------------------------------------
 
 
