@@ -113,10 +113,13 @@ def lm_head_logprobs(
 
 @dataclass
 class RowBatch:
-    """Right-padded (prompt + completion) rows and where their completion tokens sit."""
+    """Right-padded (prompt + completion) rows and where their completion tokens sit.
+
+    No attention mask: under causal attention a real position never sees the padding after it
+    (see ``completion_hidden``).
+    """
 
     input_ids_BL: torch.Tensor
-    attention_mask_BL: torch.Tensor
     rows_N: torch.Tensor  # row of each completion token
     positions_N: torch.Tensor  # position whose hidden state predicts it (prompt_len + t - 1)
     targets_N: torch.Tensor  # the completion token
@@ -128,16 +131,14 @@ def build_row_batch(prompts: list[list[int]], completions: list[list[int]], pad_
     seqs = [p + c[:-1] for p, c in zip(prompts, completions)]
     width = max(1, max(len(s) for s in seqs))
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
     rows, positions, targets = [], [], []
     for b, (p, c, s) in enumerate(zip(prompts, completions, seqs)):
         input_ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
         rows += [b] * len(c)
         positions += range(len(p) - 1, len(p) - 1 + len(c))
         targets += c
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return RowBatch(input_ids.to(device), mask.to(device), as_long(rows), as_long(positions), as_long(targets), [len(c) for c in completions])
+    return RowBatch(input_ids.to(device), as_long(rows), as_long(positions), as_long(targets), [len(c) for c in completions])
 
 
 def output_head(model) -> torch.Tensor:

@@ -111,7 +111,6 @@ def test_build_row_batch_hand_case():
     # rows: [5 6 7 | 1 2] and [8 | 3 4 5]; the last completion token is never an input.
     batch = build_row_batch([[5, 6, 7], [8]], [[1, 2], [3, 4, 5]], pad_id=0, device="cpu")
     assert batch.input_ids_BL.tolist() == [[5, 6, 7, 1], [8, 3, 4, 0]]
-    assert batch.attention_mask_BL.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     assert batch.rows_N.tolist() == [0, 0, 1, 1, 1]
     # token t of a completion is predicted by position prompt_len + t - 1
     assert batch.positions_N.tolist() == [2, 3, 0, 1, 2]
@@ -127,9 +126,10 @@ def test_build_row_batch_positions_hold_the_token_before_each_target():
     previous = [(p + c)[len(p) - 1 + t] for p, c in zip(prompts, completions) for t in range(len(c))]
     assert batch.input_ids_BL[batch.rows_N, batch.positions_N].tolist() == previous
     assert batch.targets_N.tolist() == [tok for c in completions for tok in c]
-    # every position read is a real (unmasked) token
-    assert batch.attention_mask_BL[batch.rows_N, batch.positions_N].all()
-    assert batch.attention_mask_BL.sum(1).tolist() == [len(p) + len(c) - 1 for p, c in zip(prompts, completions)]
+    # every position read is a real token, before its row's padding
+    real_lengths = torch.tensor([len(p) + len(c) - 1 for p, c in zip(prompts, completions)])
+    assert (batch.positions_N < real_lengths[batch.rows_N]).all()
+    assert batch.input_ids_BL.shape[1] == int(real_lengths.max())
 
 
 def test_split_and_pad_rows_invert_the_flattening():
