@@ -515,7 +515,7 @@ def weights_hash(directory: str | Path) -> str | None:
     if not files:
         return None
     cache_file = hash_cache_file(directory)
-    cache = _read_json(cache_file) or {}
+    cache = read_cache(cache_file) or {}
     digests, fresh = {}, {}
     for f in files:
         stat = f.stat()
@@ -527,7 +527,7 @@ def weights_hash(directory: str | Path) -> str | None:
             digests[f.name] = _sha256_file(f)
         fresh[f.name] = {**key, "sha256": digests[f.name]}
     if fresh != cache:
-        _write_json_atomic(cache_file, fresh)
+        write_cache(cache_file, fresh)
     if len(files) == 1:
         return digests[files[0].name]
     return _sha256_text("".join(f"{digests[name]}  {name}\n" for name in sorted(digests)))
@@ -570,12 +570,18 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        if path.parent.name == "weights-sha256":
-            return None  # a damaged cache is only a cache: recompute
         raise ModelError(f"{path} is not valid JSON", fix="restore or rewrite the file") from exc
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def read_cache(path: Path) -> Any:
+    """A cache file's JSON, or None when it is missing or damaged: a cache is only a cache."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_cache(path: Path, obj: Any) -> None:
     """Write then rename; a read-only cache directory just goes without the cache."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -15,6 +15,7 @@ and in every process, so a rollout row can be re-scored from its metadata alone.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -121,6 +122,9 @@ class Task:
 # reasoning-gym
 
 
+_HELD_OUT: dict[str, frozenset[str]] = {}  # GymTask._held_out_questions, by key, for this process
+
+
 class GymTask(Task):
     """A reasoning-gym dataset: train = (seed, size), eval = (eval_seed, eval_size).
 
@@ -161,9 +165,30 @@ class GymTask(Task):
         return self._make_dataset(seed, -(-size // m), mix)[index // m]
 
     def _held_out_questions(self) -> frozenset[str]:
+        """Every eval question, which no training item may be.
+
+        Generating them can take long (700 Knights & Knaves puzzles of up to 8 people: about 13 s
+        on a CPU core), and every stage of every iteration builds its task afresh, so they are kept
+        in this process and in rladctl's cache, keyed by everything that decides them.
+        """
         if self._held_out is None:
-            m = len(self._configs)
-            self._held_out = frozenset(self._entry(self.cfg.eval_seed, self.cfg.eval_size, i, i % m)["question"] for i in range(self.cfg.eval_size))
+            from rladctl.models import cache_dir, read_cache, write_cache
+
+            what = {"task": self.name, "configs": self._configs, "eval_seed": self.cfg.eval_seed,
+                    "eval_size": self.cfg.eval_size, "version": self.reward_version}  # fmt: skip
+            key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+            cache_file = cache_dir() / "held-out" / f"{key}.json"
+            questions = _HELD_OUT.get(key)
+            if questions is None:
+                cached = read_cache(cache_file)
+                if isinstance(cached, dict) and cached.get("for") == json.loads(json.dumps(what, default=str)):
+                    questions = frozenset(cached["questions"])
+                else:
+                    m = len(self._configs)
+                    questions = frozenset(self._entry(self.cfg.eval_seed, self.cfg.eval_size, i, i % m)["question"] for i in range(self.cfg.eval_size))
+                    write_cache(cache_file, {"for": what, "questions": sorted(questions)})
+                _HELD_OUT[key] = questions
+            self._held_out = questions
         return self._held_out
 
     def _item(self, split: str, position: int) -> TaskItem:

@@ -38,6 +38,34 @@ def test_held_out_questions_are_removed_from_train():
     assert task.score(train[25].metadata, train[25].answer) == 1.0  # re-found from its draw seed
 
 
+def test_held_out_questions_are_cached_for_the_process_and_on_disk(tmp_path, monkeypatch):
+    """Every stage of every iteration builds its task, and generating the eval split can take long."""
+    import rladctl.tasks as tasks
+
+    monkeypatch.setenv("RLADCTL_CACHE", str(tmp_path))
+    monkeypatch.setattr(tasks, "_HELD_OUT", {})
+    cfg = TaskConfig(name="knights_knaves", seed=0, size=40, eval_seed=20, eval_size=10)
+    expected = [item.question for item in build_task(cfg).items("train", 0, 40)]
+    [cache_file] = (tmp_path / "held-out").iterdir()
+    evals = {item.question for item in build_task(cfg).items("eval", 0, 10)}
+    assert set(json.loads(cache_file.read_text())["questions"]) == evals
+
+    def no_generation(*args):
+        raise AssertionError("the eval split was generated again")
+
+    monkeypatch.setattr(tasks.GymTask, "_make_entry", lambda self, seed, size, index, mix=0: (
+        no_generation() if seed == cfg.eval_seed else tasks.GymTask._create_dataset(self, seed, size, mix)[index]))
+    assert [item.question for item in build_task(cfg).items("train", 0, 40)] == expected  # this process's copy
+    monkeypatch.setattr(tasks, "_HELD_OUT", {})
+    assert [item.question for item in build_task(cfg).items("train", 0, 40)] == expected  # the disk's
+    cache_file.write_text('{"for": ')  # damaged: generated again, the same
+    monkeypatch.undo()
+    monkeypatch.setenv("RLADCTL_CACHE", str(tmp_path))
+    monkeypatch.setattr(tasks, "_HELD_OUT", {})
+    assert [item.question for item in build_task(cfg).items("train", 0, 40)] == expected
+    assert set(json.loads(cache_file.read_text())["questions"]) == evals
+
+
 def test_items_are_deterministic_and_json_safe():
     cfg = TaskConfig(name="knights_knaves", config={"n_people": 3}, seed=5, size=10, eval_size=3)
     first, second = build_task(cfg).items("train", 2, 3), build_task(cfg).items("train", 2, 3)
