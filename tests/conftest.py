@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forkserver
 import pytest
 
 os.environ.setdefault("RLADCTL_QUIET", "1")
@@ -52,9 +53,10 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
     length, which is deterministic and splits most groups.
     """
-    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
+
+    from rladctl.config import load_recipe
     from rladctl.tasks import GymTask
 
     root = tmp_path_factory.mktemp("shards")
@@ -72,11 +74,14 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m rladctl ARGS`` in a subprocess (exit codes and stderr as a user sees them)."""
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m rladctl ARGS`` as its own process (exit codes and stderr as a user sees them).
+
+    The process is forked from a server that has imported torch and friends (tests/forkserver.py).
+    """
     full_env = dict(os.environ, RLADCTL_QUIET="1", **(env or {}))
     full_env.pop("RLADCTL_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "rladctl", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+    return forkserver.run(["-m", "rladctl", *args], env=full_env, cwd=cwd and str(cwd), timeout=timeout)
 
 
 def sets(*pairs: str) -> list[str]:
@@ -109,7 +114,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fault suite's counts (tests/faults): faults injected and recovered, bad inputs, rows lost."""
+    """How CLI processes started (tests/forkserver.py), and the fault suite's counts (tests/faults):
+    faults injected and recovered, bad inputs, rows lost."""
+    if forkserver.STATS:
+        terminalreporter.write_sep("-", "CLI processes")
+        terminalreporter.write_line(", ".join(f"{k}: {v}" for k, v in sorted(forkserver.STATS.items())))
     faultlib, catalogue = sys.modules.get("faultlib"), sys.modules.get("test_bad_input")
     stats = dict(faultlib.STATS) if faultlib else {}
     refused = [r for r in terminalreporter.stats.get("passed", []) if "test_bad_input.py::test_bad_input_is_refused" in r.nodeid]

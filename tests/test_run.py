@@ -24,7 +24,7 @@ def test_every_recipe_dry_runs(recipe, tmp_path, models):
     # Recipes that leave the models to the caller (the demo's) get the tiny local pair.
     extra = sets(f"run.student={models['student']}", f"run.teacher={models['teacher']}", f"run.dir={tmp_path / 'run'}") if "paper" not in recipe.parts else []
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "rladctl", "run", str(recipe), "--dry-run", *extra], capture_output=True, text=True, cwd=REPO, env=dict(os.environ, RLADCTL_QUIET="1"))
+    done = run_cli("run", str(recipe), "--dry-run", *extra, cwd=REPO)
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     assert plan["plan"]["iterations"] >= 1 and plan["rows_per_iteration"] >= 1

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+import forkserver
 
 INJECT = Path(__file__).with_name("inject.py")
 WRITE_EVENTS = {"open", "write_table", "torch.save", "save_file", "fsync", "mkdir", "replace", "rename", "write_text", "write_bytes"}
@@ -41,8 +41,12 @@ class Outcome:
         return self.returncode == -9
 
 
-def run_faulted(args: list[str], work: Path, fault: str = "count", timeout: float = 600, root: Path | None = None) -> Outcome:
-    """``rladctl ARGS`` with ``fault`` injected (see inject.py); events under ``root`` (default ``work``) count."""
+def run_faulted(args: list[str], work: Path, fault: str = "count", timeout: float = 600, root: Path | None = None,
+                fresh: bool = False) -> Outcome:
+    """``rladctl ARGS`` with ``fault`` injected (see inject.py); events under ``root`` (default ``work``) count.
+
+    The process is forked from tests/forkserver.py's server; ``fresh`` starts a new interpreter.
+    """
     import tempfile
 
     work.mkdir(parents=True, exist_ok=True)
@@ -52,7 +56,7 @@ def run_faulted(args: list[str], work: Path, fault: str = "count", timeout: floa
     env = dict(os.environ, RLADCTL_QUIET="1", RLADCTL_FAULT=fault, RLADCTL_FAULT_LOG=str(log), RLADCTL_FAULT_ROOT=str(root or work),
                RLADCTL_FAULT_PARITY_REWARD="1", OMP_NUM_THREADS="1")
     env.pop("RLADCTL_DEBUG", None)
-    done = subprocess.run([sys.executable, str(INJECT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    done = forkserver.run([str(INJECT), *args], env=env, timeout=timeout, fresh=fresh)
     events = []
     for line in log.read_text().splitlines() if log.exists() else []:
         number, name, path = line.split("\t", 2)
