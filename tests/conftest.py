@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import forkserver
 import pytest
+
+import forkserver
 
 os.environ.setdefault("RLADCTL_QUIET", "1")
 
@@ -53,10 +54,9 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
     length, which is deterministic and splits most groups.
     """
+    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-
-    from rladctl.config import load_recipe
     from rladctl.tasks import GymTask
 
     root = tmp_path_factory.mktemp("shards")

@@ -60,7 +60,7 @@ class _Server:
                 raise TimeoutError
             chunk = os.read(fd, 4096)
             if not chunk:
-                return {}
+                raise RuntimeError(f"the fork server exited with {self.proc.wait()}; RLADCTL_TEST_FORKSERVER=0 runs without it")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
