@@ -95,22 +95,24 @@ def _close_all() -> None:
             server.close()
 
 
-def run(args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float = 300,
-        fresh: bool = False) -> subprocess.CompletedProcess:
-    """``subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)``.
-
-    ``args`` is ``["-m", module, ...]`` or ``[script.py, ...]``, as for the interpreter. ``fresh``:
-    start a new interpreter all the same.
-    """
-    if fresh:
-        STATS["fresh"] += 1
-        return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+def _server_for(env: dict[str, str]) -> _Server | None:
     key = _import_env(env)
     if key not in _servers and os.environ.get("RLADCTL_TEST_FORKSERVER", "1") != "0" and hasattr(os, "fork"):
         _servers[key] = _Server(env) if len([s for s in _servers.values() if s]) < MAX_SERVERS else None
         STATS["servers"] += _servers[key] is not None
     server = _servers.get(key)
-    if server is None or not server.usable:
+    return server if server is not None and server.usable else None
+
+
+def run(args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float = 300,
+        fresh: bool = False) -> subprocess.CompletedProcess:
+    """``subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)``.
+
+    ``args`` is ``["-m", module, ...]`` or ``[script.py, ...]``, as for the interpreter. ``fresh``:
+    start a new interpreter all the same.
+    """
+    server = None if fresh else _server_for(env)
+    if server is None:
         STATS["fresh"] += 1
         return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
     STATS["forked"] += 1
