@@ -43,9 +43,9 @@ def build_model(args: argparse.Namespace, path: Path):
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     from rladctl.config import load_recipe
-    from rladctl.models import load_tokenizer, preset_config
-    from rladctl.tasks import build_task
-    from rladctl.tokenizer import save_tokenizer, train_tokenizer
+    from rladctl.models.factory import preset_config
+    from rladctl.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from rladctl.tasks.catalog import build_task
 
     path.mkdir(parents=True, exist_ok=True)
     save_tokenizer(train_tokenizer(build_task(load_recipe(None, TASK).task).corpus(400), vocab_size=320), path)
@@ -70,9 +70,10 @@ def build_model(args: argparse.Namespace, path: Path):
 
 
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[list[int]]:
-    from rladctl.config import load_recipe
     from rladctl.stages.rollout import prepare_prompts
-    from rladctl.tasks import build_task
+
+    from rladctl.config import load_recipe
+    from rladctl.tasks.catalog import build_task
 
     recipe = load_recipe(None, TASK)
     prompts = prepare_prompts(build_task(recipe.task), recipe.prompt, tokenizer, "train", 0, args.prompts)
@@ -83,7 +84,7 @@ def time_generate(generator, flat: list[list[int]], args: argparse.Namespace) ->
     """(tokens, seconds) of the median timed repeat, after one warm-up."""
     import torch
 
-    from rladctl.generation import SamplingParams
+    from rladctl.backends.hf import SamplingParams
 
     runs = []
     for repeat in range(args.repeats + 1):
@@ -106,8 +107,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("error: benchmarks/gpu_backends.py needs a CUDA GPU and torch.cuda.is_available() is False. Run it on a GPU machine.", file=sys.stderr)
         sys.exit(2)
-    from rladctl.generation import HFGenerator, eos_token_ids
-    from rladctl.models import count_params
+    from rladctl.backends.hf import HFGenerator, eos_token_ids
+    from rladctl.models.factory import count_params
 
     path = Path(args.workdir) / args.preset
     t0 = time.perf_counter()
@@ -131,9 +132,9 @@ def main() -> None:
 
 
 def run_vllm(args: argparse.Namespace, path: Path, flat: list[list[int]], hf_rate: float | None) -> None:
+    from rladctl.backends.vllm import VLLMGenerator
     from rladctl.config import load_recipe
     from rladctl.errors import MissingDependencyError
-    from rladctl.vllm_backend import VLLMGenerator
 
     cfg = load_recipe(None, [f'rollout.model="{path}"', 'rollout.dtype="bfloat16"', f"rollout.gpu_memory_utilization={args.gpu_memory_utilization}",
                              f"rollout.max_model_len={max(len(p) for p in flat) + args.max_new_tokens}"]).rollout

@@ -46,8 +46,8 @@ def parse_args() -> argparse.Namespace:
 def build_model(args: argparse.Namespace, path: Path) -> Path:
     """The preset with random weights (bf16 on disk) and a tokenizer trained on the task's text."""
     from rladctl.config import load_recipe
-    from rladctl.models import init_model
-    from rladctl.tasks import build_task
+    from rladctl.models.factory import init_model
+    from rladctl.tasks.catalog import build_task
 
     if (path / "config.json").exists():
         return path
@@ -62,9 +62,10 @@ def build_rows(args: argparse.Namespace, model: Path, path: Path) -> Path:
     import numpy as np
     import pyarrow as pa
 
-    from rladctl import schema as S
-    from rladctl.artifacts import ArtifactWriter, fingerprint
-    from rladctl.models import load_tokenizer, model_identity
+    from rladctl.models.identity import model_identity
+    from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.store import schema as S
+    from rladctl.store.artifacts import ArtifactWriter, fingerprint
 
     described = {"bench": "gpu_fsdp", "prompts": args.prompts, "group": args.group, "tokens": args.tokens, "model": model_identity(model).get("weights_hash")}
     writer = ArtifactWriter(path, S.SCORED, fingerprint(described), overwrite=True)
@@ -92,11 +93,11 @@ def build_rows(args: argparse.Namespace, model: Path, path: Path) -> Path:
 
 def train_once(args: argparse.Namespace, parallel: str, model: Path, rows: Path) -> dict:
     import torch
+    from rladctl.stages.train import run_train
 
     from rladctl import distributed
-    from rladctl.checkpoint import read_metrics
     from rladctl.config import load_recipe
-    from rladctl.stages.train import run_train
+    from rladctl.store.checkpoint import read_metrics
 
     out = Path(args.workdir) / f"ckpt-{parallel}-{distributed.world_size()}"
     recipe = load_recipe(None, [
@@ -131,7 +132,7 @@ def main() -> None:
               "run it on a GPU machine (or pass --device cpu --preset tiny-1m --tokens 64 to smoke-test it).")
         return
     from rladctl import distributed
-    from rladctl.models import count_params
+    from rladctl.models.factory import count_params
 
     root = Path(args.workdir)
     model, rows = root / f"model-{args.preset}", root / f"rows-{args.preset}-{args.prompts}x{args.group}x{args.tokens}"

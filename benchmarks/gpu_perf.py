@@ -63,7 +63,7 @@ def build_model(preset: str, device: str, dtype):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from rladctl.models import preset_config
+    from rladctl.models.factory import preset_config
 
     cfg = preset_config(preset)
     cfg.setdefault("vocab_size", 151_936)
@@ -122,7 +122,6 @@ class Clock:
 def train_rows(rows: int, seq_len: int, vocab: int, seed: int):
     """``rows`` sequences of seq_len tokens (prompt 512 + completion) as the train stage's Rows."""
     import numpy as np
-
     from rladctl.stages.train import Rows
 
     rng = np.random.default_rng(seed)
@@ -139,10 +138,10 @@ def train_rows(rows: int, seq_len: int, vocab: int, seed: int):
 def measure_train(model, n_params: int, seq_len: int, args, clock: Clock) -> dict:
     import numpy as np
     import torch
+    from rladctl.stages.train import optimizer_step
 
     from rladctl.config import TrainConfig
     from rladctl.objectives import ObjectiveConfig, get_objective
-    from rladctl.stages.train import optimizer_step
 
     rows = train_rows(args.rows, seq_len, model.config.vocab_size, seed=seq_len)
     cfg = TrainConfig(device=args.device, micro_batch_tokens=seq_len, dtype="auto")
@@ -193,8 +192,9 @@ def score_rollouts(args, vocab: int):
 
 
 def measure_score(model, n_params: int, args, clock: Clock) -> dict:
-    from rladctl.config import ScoreTeacherConfig
     from rladctl.stages.score_teacher import score_rows
+
+    from rladctl.config import ScoreTeacherConfig
 
     model.eval()
     prompts, completions = score_rollouts(args, model.config.vocab_size)

@@ -8,7 +8,7 @@ fresh subprocess, on CPU, in float32, on the same random h, W and target ids (Qw
 151,936 ids, a tiny hidden size: the [tokens x vocab] tensors are what this measures):
 
     naive    logits = h @ W.T -> log_softmax over the whole vocabulary -> gather -> sum().backward()
-    rladctl  rladctl.logprobs.lm_head_logprobs(h, W, targets).sum().backward() (token x vocab chunks,
+    rladctl  rladctl.backends.logprobs.lm_head_logprobs(h, W, targets).sum().backward() (token x vocab chunks,
              online logsumexp in float32, a backward that recomputes each logits chunk)
 
 "extra" is the process's peak RSS during forward + backward minus its RSS just before (the peak is
@@ -56,7 +56,7 @@ def naive_path(h_TH, w_VH, targets_T):
 
 
 def rladctl_path(h_TH, w_VH, targets_T):
-    from rladctl.logprobs import lm_head_logprobs
+    from rladctl.backends.logprobs import lm_head_logprobs
 
     return lm_head_logprobs(h_TH, w_VH, targets_T)
 

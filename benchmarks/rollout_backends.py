@@ -40,8 +40,8 @@ def parse_args() -> argparse.Namespace:
 
 def build_model(workdir: Path, preset: str) -> Path:
     from rladctl.config import load_recipe
-    from rladctl.models import init_model
-    from rladctl.tasks import build_task
+    from rladctl.models.factory import init_model
+    from rladctl.tasks.catalog import build_task
 
     path = workdir / preset
     if not (path / "config.json").exists():
@@ -52,10 +52,11 @@ def build_model(workdir: Path, preset: str) -> Path:
 
 def measure(args: argparse.Namespace, preset: str, backend: str) -> dict:
     """Child process: one backend on one model; returns tokens/s of each timed repeat."""
-    from rladctl.config import load_recipe
-    from rladctl.generation import SamplingParams
     from rladctl.stages.rollout import load_generator, prepare_prompts
-    from rladctl.tasks import build_task
+
+    from rladctl.backends.hf import SamplingParams
+    from rladctl.config import load_recipe
+    from rladctl.tasks.catalog import build_task
 
     model = Path(args.workdir) / preset
     rows = args.prompts * args.group

@@ -76,9 +76,9 @@ def naive_path(model, prompt: list[int], completion: list[int]):
 
 def rladctl_path(model, prompt: list[int], completion: list[int]):
     import torch
+    from rladctl.stages.score_teacher import score_rows
 
     from rladctl.config import ScoreTeacherConfig
-    from rladctl.stages.score_teacher import score_rows
 
     teacher, _ = score_rows(model, [prompt], [completion], ScoreTeacherConfig(), pad_id=0)
     return torch.tensor(teacher[0])

@@ -70,7 +70,7 @@ def build_model(args: argparse.Namespace):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from rladctl.models import preset_config
+    from rladctl.models.factory import preset_config
 
     cfg = preset_config(args.preset)
     cfg["vocab_size"] = max(args.vocab, cfg.get("vocab_size", 0))
@@ -100,8 +100,9 @@ def naive_scores(model, prompts, completions, batch_size: int) -> list[list[floa
 
 
 def rladctl_scores(model, prompts, completions) -> list[list[float]]:
-    from rladctl.config import ScoreTeacherConfig
     from rladctl.stages.score_teacher import score_rows
+
+    from rladctl.config import ScoreTeacherConfig
 
     return score_rows(model, prompts, completions, ScoreTeacherConfig(), pad_id=0)[0]
 
@@ -116,8 +117,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from rladctl.backends.logprobs import pass_overhead_tokens, tight_length_buckets
     from rladctl.config import ScoreTeacherConfig
-    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
 
     if args.threads:
         torch.set_num_threads(args.threads)

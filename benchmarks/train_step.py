@@ -39,11 +39,12 @@ def parse_args() -> argparse.Namespace:
 
 def build_shards(args: argparse.Namespace) -> tuple[Path, Path]:
     """Student and scored artifact under the workdir; every stage is a no-op when already done."""
-    from rladctl.config import load_recipe
-    from rladctl.models import init_model
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-    from rladctl.tasks import build_task
+
+    from rladctl.config import load_recipe
+    from rladctl.models.factory import init_model
+    from rladctl.tasks.catalog import build_task
 
     root = Path(args.workdir) / f"{args.preset}-p{args.prompts}-g{args.group}-t{args.max_new_tokens}"
     teacher, student = root / "teacher", root / "student"
@@ -67,11 +68,17 @@ def main() -> None:
     os.environ.setdefault("RLADCTL_QUIET", "1")
     import numpy as np
     import torch
+    from rladctl.stages.train import (
+        flat_slices,
+        load_rows,
+        optimizer_step,
+        row_logprobs,
+    )
 
     from rladctl.config import load_recipe
-    from rladctl.models import load_model, load_tokenizer
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
     from rladctl.objectives import ObjectiveConfig, get_objective
-    from rladctl.stages.train import flat_slices, load_rows, optimizer_step, row_logprobs
 
     if args.threads:
         torch.set_num_threads(args.threads)

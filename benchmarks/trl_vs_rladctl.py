@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import TASK  # noqa: E402
+
 STAGES = ("rollout", "score-teacher", "train")
 
 
@@ -70,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_models(args: argparse.Namespace, task) -> tuple[Path, Path]:
     """Student and teacher sharing one tokenizer, built once under the workdir."""
-    from rladctl.models import init_model
+    from rladctl.models.factory import init_model
 
     root = Path(args.workdir) / f"models-{args.student}-{args.teacher}"
     teacher, student = root / "teacher", root / "student"
@@ -104,8 +105,9 @@ class RladctlLoop:
         self.tokens: list[int] = []
 
     def iteration(self, i: int) -> None:
-        from rladctl.checkpoint import read_metrics
         from rladctl.stages.run import run_iteration
+
+        from rladctl.store.checkpoint import read_metrics
 
         seconds = run_iteration(self.recipe, self.plan, i)
         seconds["total"] = sum(seconds.values())
@@ -117,13 +119,13 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
     """A GRPOTrainer on the same student, prompts (in rladctl's order) and settings."""
     import torch
     from datasets import Dataset
+    from rladctl.stages.rollout import prepare_prompts
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rladctl.models import load_tokenizer
-    from rladctl.stages.rollout import prepare_prompts
-    from rladctl.tasks import build_task
+    from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.tasks.catalog import build_task
 
     task, steps = build_task(recipe.task), args.warmup + args.repeats
     tokenizer = load_tokenizer(student)
@@ -131,7 +133,7 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
     data = Dataset.from_dict({"prompt": prompts.texts, "metadata": [json.dumps(item.metadata) for item in prompts.items]})
 
     def reward(prompts, completions, metadata, **_):
-        import rladctl.tasks as tasks  # looked up at call time: use_parity_reward may have replaced it
+        import rladctl.tasks.catalog as tasks  # looked up at call time: use_parity_reward may have replaced it
 
         answers = [tasks.extract_answer(c, recipe.prompt) for c in completions]
         return [task.score(json.loads(m), a) if a else 0.0 for m, a in zip(metadata, answers)]
@@ -189,7 +191,7 @@ def use_parity_reward() -> None:
     Both rladctl's rollout and the TRL reward function below call ``extract_answer`` and
     ``Task.score`` through the module, so patching the two here changes both.
     """
-    import rladctl.tasks as tasks
+    import rladctl.tasks.catalog as tasks
 
     tasks.extract_answer = lambda completion, prompt: completion or "-"
     tasks.GymTask.score = lambda self, metadata, extracted: float(len(extracted) % 2)
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
 
     from rladctl.config import load_recipe
     from rladctl.resident import keep_models
-    from rladctl.tasks import build_task
+    from rladctl.tasks.catalog import build_task
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -103,8 +103,8 @@ def init_model_cmd(
 
     Example: rladctl init-model models/teacher --preset tiny-4m --task chain_sum
     """
-    from rladctl.models import PRESETS, count_params, init_model, shrink_model
-    from rladctl.tasks import build_task
+    from rladctl.models.factory import PRESETS, count_params, init_model, shrink_model
+    from rladctl.tasks.catalog import build_task
 
     if list_presets:
         for name, cfg in PRESETS.items():
@@ -290,7 +290,7 @@ def warmup(
 
     Example: rladctl warmup models/teacher --recipe recipes/demo.toml --steps 600
     """
-    from rladctl.warmup import warmup as run_warmup
+    from rladctl.stages.warmup import warmup as run_warmup
 
     rec = load(recipe, {"task.name": task}, set_)
     print_summary("warmup", run_warmup(rec, model, steps=steps, batch_size=batch_size, lr=lr, seed=seed), as_json)
@@ -307,7 +307,7 @@ def demo(
 
     Example: rladctl demo --out runs/demo
     """
-    from rladctl.demo import run_demo
+    from rladctl.stages.demo import run_demo
 
     summary = run_demo(out, iterations=iterations, overrides=set_)
     if as_json:
@@ -347,12 +347,9 @@ def compare(
 
 
 def _click_exception() -> type:
-    """click's ClickException: typer vendors click since 0.2x; older releases use click itself."""
-    try:
-        from typer._click.exceptions import ClickException
-    except ImportError:
-        from click.exceptions import ClickException
-    return ClickException
+    """click's ClickException, found through typer's public BadParameter: typer has depended on
+    click and has vendored it, and this works with both."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:

@@ -8,14 +8,20 @@ Recipes are data: nothing in them is ever executed.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+
 from rladctl.errors import ConfigError, MissingPathError, close_matches
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -187,14 +193,6 @@ class Recipe:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# Tables added by later modules register here so this file need not import them.
-EXTRA_TABLES: dict[str, type] = {}
-
-
-def register_table(name: str, cls: type) -> None:
-    EXTRA_TABLES[name] = cls
-
-
 # --------------------------------------------------------------------------------------------
 # loading
 
@@ -206,15 +204,16 @@ def _plain_tables() -> dict[str, type]:
 
 def table_names() -> list[str]:
     """Every recipe table's name, without importing the modules that define them."""
-    return [*_plain_tables(), "objective", *EXTRA_TABLES]
+    return [*_plain_tables(), "objective"]
 
 
 def table_types() -> dict[str, type]:
-    from rladctl.objectives.base import ObjectiveConfig  # lives with the objectives it configures (imports torch)
+    from rladctl.objectives.base import (
+        ObjectiveConfig,  # lives with the objectives it configures (imports torch)
+    )
 
     tables = _plain_tables()
     tables["objective"] = ObjectiveConfig
-    tables.update(EXTRA_TABLES)
     return tables
 
 

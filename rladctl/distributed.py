@@ -264,7 +264,11 @@ def full_state(module, optimizer, prefix: str) -> tuple[dict, dict | None]:
     form (parameter index keys), as a single process's ``optimizer.state_dict()`` would give it, so
     any number of ranks, with DDP or FSDP2, can resume from it.
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(module, options=options)
@@ -287,7 +291,10 @@ def load_optimizer_state(module, optimizer, state: dict) -> None:
     if not is_fsdp(module):
         optimizer.load_state_dict(state)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
 
     names = [name for name, _ in module.named_parameters()]
     by_name = {
@@ -299,6 +306,9 @@ def load_optimizer_state(module, optimizer, state: dict) -> None:
 
 def load_model_state(module, state: dict, prefix: str) -> None:
     """Load a whole (unsharded) state dict into an FSDP2 module: each rank keeps its shards."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+    )
 
     set_model_state_dict(module, {prefix + k: v for k, v in state.items()}, options=StateDictOptions(full_state_dict=True, strict=False))

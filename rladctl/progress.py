@@ -33,7 +33,14 @@ class Meter:
 
 @contextlib.contextmanager
 def meter(description: str, total: int, unit: str = "tok/s") -> Iterator[Meter]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     disable = bool(os.environ.get("RLADCTL_QUIET"))
     columns = [

@@ -35,8 +35,9 @@ class MethodRun:
 
 
 def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student: str, teacher: str) -> MethodRun:
-    from rladctl.run_report import iteration_rows
     from rladctl.stages.run import evaluate_point, make_plan, run_loop
+
+    from rladctl.reports.run_report import iteration_rows
 
     objective = METHODS[method]
     sets = recipe.replace("run", dir=str(out / f"{method}-seed{seed}"), student=student, teacher=teacher, eval_before=False, eval_every=0)
@@ -61,7 +62,7 @@ def evaluate(recipe: LoadedRecipe, model: str, out: Path, label: str, seed: int)
 
 def run_compare(recipe: LoadedRecipe, seeds: int, methods: list[str], out: str | Path, results: str | Path | None = None) -> dict[str, Any]:
     """Train every method for every seed from the same start, evaluate, write the results page."""
-    from rladctl.demo import STUDENT, TEACHER, build_model
+    from rladctl.stages.demo import STUDENT, TEACHER, build_model
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -84,7 +85,7 @@ def run_compare(recipe: LoadedRecipe, seeds: int, methods: list[str], out: str |
             log(f"[bold]seed {seed}[/bold]: {method}")
             runs.append(run_method(recipe, method, seed, out, student, teacher))
     teacher_eval = evaluate(recipe, teacher, out / "eval" / "teacher", "teacher", 0)
-    from rladctl.compare_report import write_results
+    from rladctl.reports.compare_report import write_results
 
     page = write_results(Path(results) if results else out / "results.md", recipe, base + runs, teacher_eval, time.perf_counter() - started)
     return {"results": str(page), "runs": len(runs), "seconds": round(time.perf_counter() - started, 1)}

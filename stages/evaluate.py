@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rladctl import distributed
-from rladctl import schema as S
-from rladctl.artifacts import open_artifact
 from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, build_recipe
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log
+from rladctl.store import schema as S
+from rladctl.store.artifacts import open_artifact
 
 
 @dataclass
@@ -93,7 +93,7 @@ def difficulty_of(task_cfg: dict, difficulty_field: str):
     Uses the Task base class's rule (task.difficulty_field, else the task's default field) without
     building the task, so scoring an artifact needs neither its data file nor its dataset.
     """
-    from rladctl.tasks import Task
+    from rladctl.tasks.catalog import Task
 
     if not task_cfg:
         return lambda metadata: None
@@ -105,7 +105,7 @@ def difficulty_of(task_cfg: dict, difficulty_field: str):
 
 def prompt_results(path: Path, difficulty_field: str = ""):
     """``(task name, per-prompt scores)`` of an artifact, each prompt with its difficulty level."""
-    from rladctl.metrics import PromptResult
+    from rladctl.reports.metrics import PromptResult
 
     artifact = open_artifact(path, (S.ROLLOUTS, S.SCORED, S.EVAL), role="eval")
     if artifact.rows == 0:
@@ -143,8 +143,8 @@ def check_request(cfg: EvalConfig) -> int:
 
 
 def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
-    from rladctl.metrics import summarize
-    from rladctl.report import comparison_rows, write_report
+    from rladctl.reports.eval_report import comparison_rows, write_report
+    from rladctl.reports.metrics import summarize
 
     cfg: EvalConfig = recipe.eval
     K, n = cfg.pass_at, check_request(cfg)

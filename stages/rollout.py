@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from rladctl import distributed
-from rladctl import schema as S
-from rladctl.artifacts import finalize_shared, fingerprint, open_writer
 from rladctl.config import LoadedRecipe, PromptConfig, RolloutConfig, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log, meter
+from rladctl.store import schema as S
+from rladctl.store.artifacts import finalize_shared, fingerprint, open_writer
 
 
 @dataclass
@@ -49,7 +49,7 @@ class PreparedPrompts:
 
 def prepare_prompts(task, prompt_cfg: PromptConfig, tokenizer, split: str, offset: int, count: int, key: str = "rollout.num_prompts") -> PreparedPrompts:
     """``key`` names the recipe key ``count`` came from, for the error when it is < 1."""
-    from rladctl.tasks import render_prompt
+    from rladctl.tasks.catalog import render_prompt
 
     if count < 1:
         raise ConfigError(f"no prompts to sample (the number of prompts is {count})", f"in {key}", f"set {key.split(' ')[0]} >= 1")
@@ -79,7 +79,7 @@ def model_context(model_or_config) -> int | None:
 
 def sample_rows(task, prompt_cfg, prompts: PreparedPrompts, generator, params, group_size: int, policy_step: int) -> dict[str, list]:
     """Generate G samples for each prompt, verify them, and return rollout columns."""
-    from rladctl.tasks import extract_answer
+    from rladctl.tasks.catalog import extract_answer
 
     flat = [ids for ids in prompts.token_ids for _ in range(group_size)]
     samples = generator.generate(flat, params)
@@ -113,11 +113,12 @@ def part_seed(seed: int, index: int) -> int:
 
 def load_generator(cfg, backend: str, group_size: int):
     """The generation backend plus the objects the stage needs from it (tokenizer, context)."""
-    from rladctl.generation import HFGenerator, eos_token_ids
-    from rladctl.models import load_model, load_tokenizer
+    from rladctl.backends.hf import HFGenerator, eos_token_ids
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
 
     if backend == "vllm":
-        from rladctl.vllm_backend import VLLMGenerator, resolve_backend
+        from rladctl.backends.vllm import VLLMGenerator, resolve_backend
 
         if resolve_backend(backend, cfg.fallback_to_hf) == "vllm":
             return VLLMGenerator.from_config(cfg)
@@ -133,9 +134,10 @@ def generate_artifact(recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overw
     part exists. A part's rows depend only on its index (its prompts and seed), so any number of
     ranks writes the same bytes as one process.
     """
-    from rladctl.generation import SamplingParams
-    from rladctl.models import load_tokenizer, model_identity
-    from rladctl.tasks import build_task
+    from rladctl.backends.hf import SamplingParams
+    from rladctl.models.identity import model_identity
+    from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.tasks.catalog import build_task
 
     require(cfg.model, "model", kind)
     require(cfg.out, "out", kind)
@@ -207,7 +209,7 @@ def check_backend_ranks(backend: str, fallback_to_hf: bool, stage: str) -> None:
     """vLLM spreads one engine over GPUs itself (tensor_parallel_size): it runs as one process."""
     if backend != "vllm" or not distributed.enabled():
         return
-    from rladctl.vllm_backend import resolve_backend
+    from rladctl.backends.vllm import resolve_backend
 
     if resolve_backend(backend, fallback_to_hf) == "vllm":
         raise ConfigError(
@@ -232,7 +234,7 @@ def to_table(cols: dict[str, list], kind: str):
 def summarize_existing(path: str, skipped: bool) -> RolloutSummary:
     import pyarrow.compute as pc
 
-    from rladctl.artifacts import open_artifact
+    from rladctl.store.artifacts import open_artifact
 
     artifact = open_artifact(path, (S.ROLLOUTS, S.EVAL), verify=False)
     table = artifact.table([S.PROMPT_ID, S.REWARD, S.FINISH_REASON, S.COMPLETION_TOKEN_IDS])

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.config import LoadedRecipe, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log
 from rladctl.resident import active, keep_models
+from rladctl.store.files import atomic_write_bytes, make_dir
 
 
 @dataclass
@@ -53,10 +53,11 @@ class Plan:
 
 def make_plan(recipe: LoadedRecipe) -> Plan:
     """Validate the recipe for a run and resolve its schedule (used by --dry-run too)."""
-    from rladctl.models import locate
-    from rladctl.objectives import NEEDS_TEACHER, get_objective
     from rladctl.stages.evaluate import check_pass_at
-    from rladctl.tasks import build_task
+
+    from rladctl.models.hub import locate
+    from rladctl.objectives import NEEDS_TEACHER, get_objective
+    from rladctl.tasks.catalog import build_task
 
     run = recipe.run
     for key in ("dir", "student"):
@@ -118,9 +119,10 @@ def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite:
     process, or saved with that checkpoint, or else rebuilt here. The newest checkpoint before i
     that has it (or the start, which has none) is the base; the trains after it are replayed in
     memory from their saved artifacts, each checked to give the saved weights."""
-    from rladctl.checkpoint import is_complete, read_manifest
-    from rladctl.resident import has_training_state
     from rladctl.stages.train import run_train
+
+    from rladctl.resident import has_training_state
+    from rladctl.store.checkpoint import is_complete, read_manifest
 
     def saved(j: int) -> bool:  # checkpoints from before run.optimizer_state_every always hold it
         return (read_manifest(plan.iter_dir(j) / "checkpoint") or {}).get("optimizer_state", True)
@@ -195,7 +197,7 @@ def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
             run_iteration(recipe, plan, i, overwrite)
             if i + 1 in plan.eval_points:
                 evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
-    from rladctl.run_report import write_run_report
+    from rladctl.reports.run_report import write_run_report
 
     report = write_run_report(plan, evals, K)
     points = {f"step-{k:04d}": {"mean": r.summaries[next(iter(r.summaries))].overall.mean, "pass_at_K": r.summaries[next(iter(r.summaries))].overall.pass_at[K]} for k, r in evals.items()}

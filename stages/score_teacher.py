@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from rladctl import distributed
-from rladctl import schema as S
-from rladctl.artifacts import finalize_shared, fingerprint, open_artifact, open_writer, validate_token_columns
 from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
 from rladctl.errors import ArtifactError, ConfigError, ModelError
 from rladctl.progress import log, meter
+from rladctl.store import schema as S
+from rladctl.store.artifacts import (
+    finalize_shared,
+    fingerprint,
+    open_artifact,
+    open_writer,
+    validate_token_columns,
+)
 
 
 @dataclass
@@ -39,7 +45,7 @@ class ScoreSummary:
 
 def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int = 64, teacher_path: str = "") -> None:
     """Refuse a teacher whose tokens or prompt rendering differ from the student's."""
-    from rladctl.models import check_same_vocab, load_tokenizer
+    from rladctl.models.tokenizer import check_same_vocab, load_tokenizer
 
     first = artifact.read_part(0, [S.PROMPT, S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS])
     used: set[int] = set()
@@ -69,7 +75,16 @@ def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cf
     """Teacher log-probs per row (list of float lists), and top-k ids/log-probs when cfg.top_k."""
     import torch
 
-    from rladctl.logprobs import build_row_batch, completion_hidden, lm_head_logprobs, output_head, split_rows, pass_overhead_tokens, tight_length_buckets, topk_logprobs
+    from rladctl.backends.logprobs import (
+        build_row_batch,
+        completion_hidden,
+        lm_head_logprobs,
+        output_head,
+        pass_overhead_tokens,
+        split_rows,
+        tight_length_buckets,
+        topk_logprobs,
+    )
 
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
     out: list[Any] = [None] * len(prompts)
@@ -93,9 +108,10 @@ def score_rows(model, prompts: list[list[int]], completions: list[list[int]], cf
 
 def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSummary:
     """Under torchrun, output part i is scored by rank i % world_size; rank 0 writes the manifest."""
-    from rladctl.models import model_identity
     from rladctl.stages.rollout import check_backend_ranks
-    from rladctl.vllm_backend import resolve_backend, teacher_backend_info
+
+    from rladctl.backends.vllm import resolve_backend, teacher_backend_info
+    from rladctl.models.identity import model_identity
 
     cfg = recipe.score_teacher
     for key in ("teacher", "input", "out"):
@@ -148,8 +164,9 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
 
 def load_teacher(cfg: ScoreTeacherConfig, backend: str, source):
     """The teacher (an HF model on this rank's device, or a vLLM engine) and its tokenizer, checked against the rollouts."""
-    from rladctl.models import load_model, load_tokenizer
-    from rladctl.vllm_backend import load_teacher_llm, teacher_vocab_size
+    from rladctl.backends.vllm import load_teacher_llm, teacher_vocab_size
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     if backend == "vllm":
@@ -166,7 +183,7 @@ def load_teacher(cfg: ScoreTeacherConfig, backend: str, source):
 
 def score_parts(model, tokenizer, source, writer, parts: list[int], cfg: ScoreTeacherConfig, backend: str) -> int:
     """Score and write each of ``parts`` (output part i = input part i + teacher columns); returns tokens scored."""
-    from rladctl.vllm_backend import vllm_teacher_logprobs
+    from rladctl.backends.vllm import vllm_teacher_logprobs
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tokens = 0

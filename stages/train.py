@@ -30,14 +30,18 @@ import numpy as np
 import torch
 
 from rladctl import distributed, resident
-from rladctl import schema as S
-from rladctl.artifacts import fingerprint, open_artifact, validate_token_columns
-from rladctl.checkpoint import is_complete, load_training_state, read_manifest, read_metrics
 from rladctl.config import LoadedRecipe, TrainConfig, to_plain
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log, meter
-from rladctl.snapshots import (  # noqa: F401 (TrainingDiverged: what callers catch)
-    TrainingDiverged,
+from rladctl.store import schema as S
+from rladctl.store.artifacts import fingerprint, open_artifact, validate_token_columns
+from rladctl.store.checkpoint import (
+    is_complete,
+    load_training_state,
+    read_manifest,
+    read_metrics,
+)
+from rladctl.store.snapshots import (
     apply_update,
     diverged,
     match_saved_weights,
@@ -84,7 +88,7 @@ class Rows:
 
 
 def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Rows, list[dict]]:
-    from rladctl.advantages import group_advantages, zero_std_groups
+    from rladctl.objectives.advantages import group_advantages, zero_std_groups
 
     if not cfg.inputs:
         raise ConfigError("no training inputs given", "for train", "pass --input ARTIFACT (repeatable) or set train.inputs")
@@ -140,7 +144,8 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
 
 def check_vocab(model, tokenizer, rows: Rows, refs: list[dict]) -> None:
     """Token ids in the rows must exist in, and mean the same to, the student being trained."""
-    from rladctl.models import check_same_vocab, load_tokenizer, model_identity
+    from rladctl.models.identity import model_identity
+    from rladctl.models.tokenizer import check_same_vocab, load_tokenizer
 
     vocab = model.get_input_embeddings().weight.shape[0]
     top = max(max((max(c) for c in rows.completions if c), default=-1), max((max(p) for p in rows.prompts if p), default=-1))
@@ -169,14 +174,14 @@ class LogprobPolicy(torch.nn.Module):
         self.model = model
 
     def forward(self, batch, temperature: float, chunk_tokens: int) -> torch.Tensor:
-        from rladctl.logprobs import sequence_logprobs
+        from rladctl.backends.logprobs import sequence_logprobs
 
         return sequence_logprobs(self.model, batch, temperature, chunk_tokens)
 
 
 def policy_logprobs(model, batch, temperature: float, chunk_tokens: int) -> torch.Tensor:
     """Through the wrapper (DDP, FSDP2 or a bare LogprobPolicy), or on a plain HF model."""
-    from rladctl.logprobs import sequence_logprobs
+    from rladctl.backends.logprobs import sequence_logprobs
 
     if isinstance(model, (LogprobPolicy, torch.nn.parallel.DistributedDataParallel)):
         return model(batch, temperature, chunk_tokens)
@@ -189,7 +194,7 @@ def model_device(model) -> torch.device:
 
 def micro_batches(lengths: list[int], cfg: TrainConfig, device: torch.device) -> list[list[int]]:
     """Rows (indices into ``lengths``) per forward pass: sorted by length, split with the least padding."""
-    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
+    from rladctl.backends.logprobs import pass_overhead_tokens, tight_length_buckets
 
     return tight_length_buckets(lengths, cfg.micro_batch_tokens, pass_overhead_tokens(cfg.micro_batch_tokens, device))
 
@@ -200,7 +205,7 @@ def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: 
     Makes at least ``passes`` forward passes (the extra ones on row 0, thrown away): under FSDP2
     each forward is a collective, so every rank must make as many.
     """
-    from rladctl.logprobs import build_row_batch
+    from rladctl.backends.logprobs import build_row_batch
 
     device = model_device(model)
     buckets = micro_batches([len(rows.prompts[i]) + len(rows.completions[i]) for i in index], cfg, device)
@@ -277,7 +282,7 @@ def optimizer_step(
     update equals one process's on the same step. Every rank makes as many passes (extra ones on a
     throwaway row, weighted 0), as FSDP2's forward and DDP's last backward are collectives.
     """
-    from rladctl.logprobs import build_row_batch, pad_rows
+    from rladctl.backends.logprobs import build_row_batch, pad_rows
     from rladctl.objectives import Denominators, LossInputs
 
     index = [int(i) for i in distributed.my_share(list(step_rows))]
@@ -335,7 +340,7 @@ def optimizer_step(
 
 
 def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True, replay: bool = False) -> TrainSummary:
-    from rladctl.models import model_identity
+    from rladctl.models.identity import model_identity
     from rladctl.objectives import NEEDS_TEACHER, get_objective
 
     cfg: TrainConfig = recipe.train
@@ -435,7 +440,8 @@ def already_done(out: Path, partial: Path, fp: str, overwrite: bool) -> bool:
 
 def load_policy(cfg: TrainConfig, rows: Rows, refs: list[dict]):
     """The student in float32 as (tokenizer, Hugging Face model, policy wrapped for the ranks, device)."""
-    from rladctl.models import load_model, load_tokenizer, resolve_device
+    from rladctl.models.loading import load_model, resolve_device
+    from rladctl.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     device = torch.device(resolve_device(distributed.device(cfg.device)))
@@ -562,7 +568,7 @@ def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], 
         return None
     if not cfg.reference:
         return flat_slices(rows, start_lp)
-    from rladctl.models import load_model
+    from rladctl.models.loading import load_model
 
     ref_model = load_model(cfg.reference, dtype=cfg.dtype, device=distributed.device(cfg.device), trust_remote_code=cfg.trust_remote_code)
     values = flat_slices(rows, row_logprobs(ref_model, rows, index, cfg, pad_id, rows.temperature))

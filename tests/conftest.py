@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import forkserver
+import pytest
 
 os.environ.setdefault("RLADCTL_QUIET", "1")
 
@@ -26,7 +25,7 @@ TASK_SETS = [
 
 def task_corpus(n: int = 400) -> list[str]:
     from rladctl.config import load_recipe
-    from rladctl.tasks import build_task
+    from rladctl.tasks.catalog import build_task
 
     texts = build_task(load_recipe(None, TASK_SETS).task).corpus(n)
     return texts + [f"{t} <answer>{t.split()[-1]}</answer>" for t in texts[:50]]
@@ -35,7 +34,7 @@ def task_corpus(n: int = 400) -> list[str]:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """A tiny teacher (tiny-1m, seed 1) and student (tiny-1m, seed 0) sharing one tokenizer."""
-    from rladctl.models import init_model
+    from rladctl.models.factory import init_model
 
     root = tmp_path_factory.mktemp("models")
     teacher = init_model(root / "teacher", "tiny-1m", texts=task_corpus(), vocab_size=320, seed=1)
@@ -54,15 +53,16 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
     length, which is deterministic and splits most groups.
     """
-    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-    from rladctl.tasks import GymTask
+
+    from rladctl.config import load_recipe
+    from rladctl.tasks.catalog import GymTask
 
     root = tmp_path_factory.mktemp("shards")
     paths = {"student": models["student"], "teacher": models["teacher"], "rollouts": root / "r", "scored": root / "s"}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("rladctl.tasks.extract_answer", lambda completion, prompt: completion or "-")
+        mp.setattr("rladctl.tasks.catalog.extract_answer", lambda completion, prompt: completion or "-")
         mp.setattr(GymTask, "score", lambda self, metadata, extracted: float(len(extracted) % 2))
         run_rollout(load_recipe(None, TASK_SETS + [
             f'rollout.model="{models["student"]}"', f'rollout.out="{paths["rollouts"]}"', f"rollout.num_prompts={PROMPTS}",

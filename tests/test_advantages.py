@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rladctl.advantages import group_advantages, zero_std_groups
+from rladctl.objectives.advantages import group_advantages, zero_std_groups
 
 
 def test_hand_case_binary_rewards():

@@ -11,16 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rladctl import schema as S
-from rladctl.artifacts import (
+from rladctl.errors import ArtifactError, MissingPathError
+from rladctl.store import schema as S
+from rladctl.store.artifacts import (
     MANIFEST,
     ArtifactWriter,
     open_artifact,
     part_name,
-    sha256_file,
     validate_token_columns,
 )
-from rladctl.errors import ArtifactError, MissingPathError
+from rladctl.store.files import sha256_file
 
 FP = "f" * 32
 

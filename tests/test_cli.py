@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, ArtifactWriter
+
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST, ArtifactWriter
 
 HEAVY = ("torch", "transformers", "pyarrow", "reasoning_gym", "numpy")
 WIDE = {"COLUMNS": "250"}  # one help line per command, however long the summary
@@ -178,8 +178,9 @@ def test_prompt_longer_than_the_context(tmp_path, models):
 
 
 def test_a_different_run_is_refused_then_replaced_with_overwrite(tmp_path, models):
-    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
+
+    from rladctl.config import load_recipe
 
     out = tmp_path / "r"
     args = rollout_args(models, out)

@@ -13,12 +13,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import open_artifact
+
+from rladctl.backends.logprobs import lm_head_logprobs
 from rladctl.config import load_recipe
-from rladctl.logprobs import lm_head_logprobs
+from rladctl.store import schema as S
+from rladctl.store.artifacts import open_artifact
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -116,10 +116,10 @@ def test_sampler_and_teacher_logprobs_on_the_device_agree_with_the_cpu(device, m
 def test_bf16_autocast_training_on_the_device_steps_like_float32_on_the_cpu(device, shards, tmp_path):
     """train.dtype = "bfloat16" autocasts the forward (the CUDA default); weights stay float32 and the
     update points where a float32 CPU run's does."""
+    from rladctl.stages.train import run_train
     from safetensors.torch import load_file
 
-    from rladctl.checkpoint import read_metrics
-    from rladctl.stages.train import run_train
+    from rladctl.store.checkpoint import read_metrics
 
     def train(out, device, dtype):
         run_train(load_recipe(None, [

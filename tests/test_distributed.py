@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TASK_SETS, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, open_artifact
-from rladctl.checkpoint import load_training_state, read_manifest, read_metrics
-from rladctl.config import load_recipe
 from test_train import max_change, weights
+
+from rladctl.config import load_recipe
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST, open_artifact
+from rladctl.store.checkpoint import load_training_state, read_manifest, read_metrics
 
 ROLLOUT_SETS = [*TASK_SETS, "rollout.max_new_tokens=8", "rollout.prompts_per_part=1", "rollout.group_size=2", "rollout.num_prompts=5"]
 # 16 rows in steps of 6, 5 and 5 rows: the ranks get 3 + 3 or 3 + 2 of them. Micro-batches of at most
@@ -49,10 +49,9 @@ def keys(path: Path) -> list[tuple[str, int]]:
 
 
 def one_process_artifacts(models, root: Path) -> None:
+    import torch
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-
-    import torch
 
     # torchrun's ranks run one thread each (OMP_NUM_THREADS=1): match it, since byte equality
     # includes the last bit of every float and CPU kernels sum in a thread-dependent order.
@@ -100,7 +99,6 @@ def test_two_ranks_resume_a_partial_artifact_writing_only_the_missing_parts(mode
 
 def one_process(shards, out: Path, *extra: str):
     import torch
-
     from rladctl.stages.train import run_train
 
     threads = torch.get_num_threads()
@@ -182,10 +180,11 @@ def test_one_process_needs_no_process_group_and_owns_everything(monkeypatch):
 
 
 def test_vllm_under_torchrun_is_refused_with_a_pointer_to_tensor_parallelism(monkeypatch):
-    from rladctl.errors import ConfigError
     from rladctl.stages.rollout import check_backend_ranks
 
-    monkeypatch.setattr("rladctl.vllm_backend.resolve_backend", lambda backend, fallback: backend)
+    from rladctl.errors import ConfigError
+
+    monkeypatch.setattr("rladctl.backends.vllm.resolve_backend", lambda backend, fallback: backend)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="run it as one process .* tensor_parallel_size"):
         check_backend_ranks("vllm", False, "score-teacher")

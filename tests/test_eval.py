@@ -10,12 +10,12 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST
+
 from rladctl.config import load_recipe
 from rladctl.errors import ArtifactError, ConfigError
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST
 
 # Two difficulty levels (chain_sum's num_terms 2 and 3); 8 held-out prompts x 4 samples, short.
 EVAL_SETS = [s for s in TASK_SETS if not s.startswith("task.config=")] + [
@@ -142,11 +142,12 @@ def partial(models, tmp_path_factory):
     hash of it picks the score: the real sampling path, with rewards that are not all zero.
     """
     from rladctl.stages.rollout import run_rollout
-    from rladctl.tasks import GymTask
+
+    from rladctl.tasks.catalog import GymTask
 
     root = tmp_path_factory.mktemp("partial")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("rladctl.tasks.extract_answer", lambda completion, prompt: completion)
+        mp.setattr("rladctl.tasks.catalog.extract_answer", lambda completion, prompt: completion)
         mp.setattr(GymTask, "score", fake_score)
         run_rollout(load_recipe(None, EVAL_SETS + [
             f'rollout.model="{models["student"]}"', f'rollout.out="{root / "rollouts"}"', 'rollout.split="eval"',
@@ -209,8 +210,9 @@ def test_from_eval_artifact_reproduces_the_sampling_run(partial, tmp_path):
 
 
 def test_labels_from_directory_names_are_unique_and_safe():
-    from rladctl.config import EvalConfig
     from rladctl.stages.evaluate import labels_for, safe_name, unique
+
+    from rladctl.config import EvalConfig
 
     sources = ["a/student", "b/student/", "c/student-2", "..", "hub/Qwen 2"]
     # the second "student" skips "student-2", which another source already is

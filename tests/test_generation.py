@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rladctl.generation import HFGenerator, SamplingParams, sample_inverse_cdf, sampling_logprobs
+from rladctl.backends.hf import (
+    HFGenerator,
+    SamplingParams,
+    sample_inverse_cdf,
+    sampling_logprobs,
+)
 
 
 def test_inverse_cdf_draws_follow_the_distribution_and_never_a_zero_probability_id():
@@ -26,7 +31,8 @@ def test_inverse_cdf_edges_hand_derived():
 
 @pytest.fixture(scope="module")
 def generator(models):
-    from rladctl.models import load_model, load_tokenizer
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
 
     model = load_model(models["student"], dtype="float32", device="cpu")
     # Forty frequent ids count as EOS, so rows stop at many different steps and the batch shrinks often.

@@ -8,8 +8,15 @@ import random
 import pytest
 import torch
 
-from rladctl import logprobs as L
-from rladctl.logprobs import build_row_batch, lm_head_logprobs, pad_rows, pass_overhead_tokens, split_rows, tight_length_buckets
+from rladctl.backends import logprobs as L
+from rladctl.backends.logprobs import (
+    build_row_batch,
+    lm_head_logprobs,
+    pad_rows,
+    pass_overhead_tokens,
+    split_rows,
+    tight_length_buckets,
+)
 
 
 def naive_logprobs(h_NH: torch.Tensor, w_VH: torch.Tensor, targets_N: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -188,8 +195,8 @@ def test_a_forward_pass_is_priced_higher_on_a_gpu():
 def test_sequence_logprobs_of_a_padded_batch_equal_each_row_alone(models):
     """Rows of very different lengths in one right-padded batch, run without an attention mask:
     every completion token's log-prob equals that of the row run alone, and the gradient too."""
-    from rladctl.logprobs import sequence_logprobs
-    from rladctl.models import load_model
+    from rladctl.backends.logprobs import sequence_logprobs
+    from rladctl.models.loading import load_model
 
     model = load_model(models["student"], dtype="float32", device="cpu", for_training=True)
     prompts = [[5, 6, 7], [9], [5, 5, 5, 5, 5, 5]]

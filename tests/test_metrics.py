@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rladctl.errors import ConfigError
-from rladctl.metrics import (
+from rladctl.reports.metrics import (
     PromptResult,
     Summary,
     ks_for,

@@ -13,21 +13,18 @@ import pytest
 import torch
 
 from rladctl.errors import ConfigError, MissingPathError, ModelError
-from rladctl.models import (
-    PRESETS,
+from rladctl.models.factory import PRESETS, count_params, init_model
+from rladctl.models.hub import locate
+from rladctl.models.identity import hash_cache_file, model_identity
+from rladctl.models.loading import load_model, resolve_device, resolve_dtype
+from rladctl.models.tokenizer import (
+    EOS_TOKEN,
+    MARKUP_TOKENS,
+    TOKENIZER_FILES,
     check_same_vocab,
-    hash_cache_file,
-    count_params,
-    init_model,
-    load_model,
     load_tokenizer,
-    locate,
-    model_identity,
-    resolve_device,
-    resolve_dtype,
     train_tokenizer,
 )
-from rladctl.tokenizer import EOS_TOKEN, MARKUP_TOKENS, TOKENIZER_FILES
 
 TEXTS = ["12+7=19", "Amelia is a knight"] * 50
 
@@ -384,7 +381,7 @@ def test_an_unreachable_hub_loads_cached_models_and_refuses_missing_ones_at_once
 
 
 def test_shrink_keeps_the_chosen_layers_and_everything_else_of_the_teacher(models, tmp_path):
-    from rladctl.models import shrink_model
+    from rladctl.models.factory import shrink_model
 
     student = load_model(shrink_model(models["teacher"], tmp_path / "cut", [0, 3]), dtype="float32", device="cpu")
     teacher = load_model(models["teacher"], dtype="float32", device="cpu")
@@ -403,7 +400,7 @@ def test_shrink_keeps_the_chosen_layers_and_everything_else_of_the_teacher(model
 
 
 def test_shrink_refuses_layers_the_teacher_does_not_have(models, tmp_path):
-    from rladctl.models import shrink_model
+    from rladctl.models.factory import shrink_model
 
     with pytest.raises(ConfigError) as exc:
         shrink_model(models["teacher"], tmp_path / "cut", [0, 4])

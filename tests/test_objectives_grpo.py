@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from rladctl.errors import ConfigError
-from rladctl.objectives import AGGREGATIONS, Denominators, LossInputs, ObjectiveConfig, aggregate, grpo_loss
+from rladctl.objectives import (
+    AGGREGATIONS,
+    Denominators,
+    LossInputs,
+    ObjectiveConfig,
+    aggregate,
+    grpo_loss,
+)
 
 E05, EM05 = math.exp(0.5), math.exp(-0.5)  # 1.6487212707, 0.6065306597
 CFG = ObjectiveConfig(name="grpo")

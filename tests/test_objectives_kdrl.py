@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from rladctl.errors import ConfigError
-from rladctl.objectives import AGGREGATIONS, Denominators, LossInputs, ObjectiveConfig, grpo_loss, kdrl_beta, kdrl_loss
+from rladctl.objectives import (
+    AGGREGATIONS,
+    Denominators,
+    LossInputs,
+    ObjectiveConfig,
+    grpo_loss,
+    kdrl_beta,
+    kdrl_loss,
+)
 
 CFG = ObjectiveConfig(name="kdrl", kl_beta=0.1)
 

@@ -5,7 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from rladctl.objectives import AGGREGATIONS, Denominators, LossInputs, ObjectiveConfig, sft_loss
+from rladctl.objectives import (
+    AGGREGATIONS,
+    Denominators,
+    LossInputs,
+    ObjectiveConfig,
+    sft_loss,
+)
 
 CFG = ObjectiveConfig(name="sft")
 

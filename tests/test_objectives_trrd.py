@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from rladctl.errors import ConfigError
-from rladctl.objectives import AGGREGATIONS, Denominators, LossInputs, ObjectiveConfig, grpo_loss, trrd_loss
+from rladctl.objectives import (
+    AGGREGATIONS,
+    Denominators,
+    LossInputs,
+    ObjectiveConfig,
+    grpo_loss,
+    trrd_loss,
+)
 
 CFG = ObjectiveConfig(name="trrd")  # alpha 0.5, c = 1, hard clamp, eps 0.2 / 0.28
 MODES = ("hard", "straight_through")

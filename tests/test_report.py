@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from rladctl.errors import ConfigError
-from rladctl.metrics import PromptResult, summarize
-from rladctl.report import (
+from rladctl.reports.eval_report import (
     comparison_rows,
     comparison_table,
     curve_plot,
@@ -17,6 +16,7 @@ from rladctl.report import (
     difficulty_table,
     write_report,
 )
+from rladctl.reports.metrics import PromptResult, summarize
 
 
 def _model(p_correct: float, seed: int, levels=("2", "10", "4"), P_per_level=6, n=8):

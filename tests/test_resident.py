@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TASK_SETS
+
 from rladctl import resident
 from rladctl.config import load_recipe
-from rladctl.models import load_model
+from rladctl.models.loading import load_model
 
 
 def test_loads_are_shared_only_inside_keep_models(models):
@@ -60,10 +60,10 @@ def test_another_dtype_is_loaded_from_disk_not_cast(models):
 
 
 def test_train_hands_on_what_it_saved(shards, tmp_path):
+    from rladctl.stages.train import run_train
     from safetensors.torch import load_file
 
-    from rladctl.checkpoint import load_training_state
-    from rladctl.stages.train import run_train
+    from rladctl.store.checkpoint import load_training_state
 
     out = tmp_path / "ckpt"
     recipe = load_recipe(None, [f'train.model="{shards["student"]}"', f'train.inputs=["{shards["scored"]}"]', f'train.out="{out}"', "train.lr=1e-3"])
@@ -110,9 +110,10 @@ def test_skipped_optimizer_states_are_rebuilt_by_replay_after_an_interruption(mo
     """optimizer_state_every = 3 over 3 iterations: only the last checkpoint holds AdamW's state. A
     run stopped before iteration 2 resumes in a fresh process (nothing in memory), replays the
     trains of iterations 0 and 1 to rebuild it, and ends exactly where an uninterrupted run ends."""
-    from rladctl.checkpoint import load_training_state, read_manifest
     from rladctl.stages import rollout as rollout_stage
     from rladctl.stages.run import run_loop
+
+    from rladctl.store.checkpoint import load_training_state, read_manifest
 
     sets = TASK_SETS + [
         f'run.student="{models["student"]}"', f'run.teacher="{models["teacher"]}"', "run.iterations=3", "run.eval_before=false",

@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, open_artifact
+
 from rladctl.config import load_recipe
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST, open_artifact
 
 
 def rollout(models, out: Path, *extra: str, num_prompts: int = 8, group: int = 4):
@@ -120,7 +120,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(models, tmp_path):
 def test_tiny_10m_rollout_64_prompts_by_8(tmp_path):
     """The issue's acceptance run: ~10M model, 64 prompts x G=8, opens in pyarrow without rladctl."""
     from conftest import task_corpus
-    from rladctl.models import init_model
+
+    from rladctl.models.factory import init_model
 
     model = init_model(tmp_path / "m10", "tiny-10m", texts=task_corpus(), vocab_size=320, seed=0)
     done = run_cli("rollout", "--model", str(model), "-n", "64", "-G", "8", "--out", str(tmp_path / "r"), "--json", *sets(*TASK_SETS, "rollout.max_new_tokens=8"))

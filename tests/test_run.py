@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
 from conftest import TASK_SETS, run_cli, sets
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.toml"))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, open_artifact
+
 from rladctl.config import load_recipe
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST, open_artifact
 
 # Small micro-batches put a few rows in each forward pass, so the length bucketing reorders rows
 # and pads them; small chunks make the log-prob chunking ragged.
@@ -114,8 +114,8 @@ def test_top_k_equals_torch_topk_of_the_full_softmax(models, rollouts, tmp_path)
 
 def test_rows_keep_the_input_order_and_parts(models, rollouts, tmp_path):
     """Length bucketing scores rows out of order; the output must put them back."""
+    from rladctl.backends.logprobs import pass_overhead_tokens, tight_length_buckets
     from rladctl.config import ScoreTeacherConfig
-    from rladctl.logprobs import pass_overhead_tokens, tight_length_buckets
 
     score(models["teacher"], rollouts, tmp_path / "s", *SMALL_BATCHES)
     source, scored = open_artifact(rollouts, [S.ROLLOUTS]), open_artifact(tmp_path / "s", [S.SCORED])
@@ -166,7 +166,8 @@ def other_vocab_teacher(request, tmp_path_factory) -> tuple[Path, str]:
     """A teacher with its own tokenizer, trained on other text: one with fewer ids than the rollouts
     use (caught by the id range) and one with more ids (caught by comparing the two vocabularies)."""
     from conftest import task_corpus
-    from rladctl.models import init_model
+
+    from rladctl.models.factory import init_model
 
     texts = [f"the {w} fox jumps over {n} lazy dogs, quickly!" for n in range(200) for w in ("brown", "red", "grey")]
     if request.param == "larger":

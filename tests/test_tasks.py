@@ -8,7 +8,7 @@ import pytest
 
 from rladctl.config import PromptConfig, TaskConfig
 from rladctl.errors import ArtifactError, ConfigError, MissingPathError
-from rladctl.tasks import TaskItem, build_task, json_safe, render_prompt
+from rladctl.tasks.catalog import TaskItem, build_task, json_safe, render_prompt
 
 
 def one_line(exc_info) -> str:
@@ -40,7 +40,7 @@ def test_held_out_questions_are_removed_from_train():
 
 def test_held_out_questions_are_cached_for_the_process_and_on_disk(tmp_path, monkeypatch):
     """Every stage of every iteration builds its task, and generating the eval split can take long."""
-    import rladctl.tasks as tasks
+    import rladctl.tasks.catalog as tasks
 
     monkeypatch.setenv("RLADCTL_CACHE", str(tmp_path))
     monkeypatch.setattr(tasks, "_HELD_OUT", {})

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import GROUP, PROMPTS
-from rladctl import schema as S
-from rladctl.artifacts import open_artifact
-from rladctl.checkpoint import METRICS_FILE, load_training_state, read_manifest, read_metrics
+
 from rladctl.config import load_recipe
+from rladctl.store import schema as S
+from rladctl.store.artifacts import open_artifact
+from rladctl.store.checkpoint import (
+    METRICS_FILE,
+    load_training_state,
+    read_manifest,
+    read_metrics,
+)
+
 
 def train(shards, out: Path, *extra: str, model: Path | None = None, inputs: str = "scored", overwrite: bool = False):
     from rladctl.stages.train import run_train

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli, sets, task_corpus
-from rladctl.artifacts import MANIFEST
-from rladctl.checkpoint import load_training_state, read_manifest, read_metrics
 from test_train import max_change, train, weights
+
+from rladctl.store.artifacts import MANIFEST
+from rladctl.store.checkpoint import load_training_state, read_manifest, read_metrics
 
 TIMING = ("seconds", "tokens_per_s")  # the only metrics allowed to differ between equal runs
 
@@ -45,7 +45,7 @@ def cli_train(shards, out: Path, *extra: str, inputs: str = "scored", model: Pat
 # finish its six steps before the parent sees the first snapshot. The pause changes no number.
 SLOW_SNAPSHOTS = """
 import sys, time
-import rladctl.snapshots as snapshots
+import rladctl.store.snapshots as snapshots
 save = snapshots.save_checkpoint
 snapshots.save_checkpoint = lambda *a, **k: (save(*a, **k), time.sleep(1.0))
 from rladctl.cli import main
@@ -105,7 +105,7 @@ def test_unknown_objective_lists_the_valid_ones(shards, tmp_path):
 
 
 def test_refuses_a_student_whose_vocabulary_is_smaller_than_the_token_ids(shards, tmp_path):
-    from rladctl.models import init_model
+    from rladctl.models.factory import init_model
 
     small = init_model(tmp_path / "small", "tiny-1m", texts=task_corpus(), vocab_size=270, seed=0)
     done = cli_train(shards, tmp_path / "c", "--objective", "grpo", model=small)

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from rladctl.config import PromptConfig, TaskConfig
-from rladctl.tasks import build_task
-from rladctl.verifiers import extract_answer, math_verify_score, score_completion
+from rladctl.tasks.catalog import build_task, score_completion
+from rladctl.tasks.verifiers import extract_answer, math_verify_score
 
 PLAIN = PromptConfig()
 

@@ -16,12 +16,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import open_artifact
-from rladctl.generation import sampling_logprobs
-from rladctl.vllm_backend import consecutive_runs, to_sample
+
+from rladctl.backends.hf import sampling_logprobs
+from rladctl.backends.vllm import consecutive_runs, to_sample
+from rladctl.store import schema as S
+from rladctl.store.artifacts import open_artifact
 
 VLLM_PRESENT = importlib.util.find_spec("vllm") is not None
 # Both backends run the same float32 model on the CPU and differ only in kernels and summation

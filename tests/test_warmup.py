@@ -5,16 +5,15 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import TASK_SETS
+
 from rladctl.config import load_recipe
 from rladctl.errors import ConfigError
 
 
 def test_warmup_lowers_the_gold_answer_nll_and_saves_a_loadable_model(models, tmp_path):
+    from rladctl.stages.warmup import warmup
     from transformers import AutoModelForCausalLM
-
-    from rladctl.warmup import warmup
 
     recipe = load_recipe(None, TASK_SETS)
     first, trained = (shutil.copytree(models["student"], tmp_path / name) for name in ("first", "trained"))
@@ -26,7 +25,7 @@ def test_warmup_lowers_the_gold_answer_nll_and_saves_a_loadable_model(models, tm
 
 
 def test_warmup_refuses_zero_steps(models, tmp_path):
-    from rladctl.warmup import warmup
+    from rladctl.stages.warmup import warmup
 
     with pytest.raises(ConfigError, match="steps"):
         warmup(load_recipe(None, TASK_SETS), models["student"], steps=0)

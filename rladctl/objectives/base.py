@@ -53,7 +53,9 @@ class ObjectiveConfig:
     max_completion_tokens: int = 0  # seq-mean-token-sum-norm divisor; 0 = the batch's T
 
     def __post_init__(self) -> None:
-        from rladctl.objectives import OBJECTIVES  # late: the registry imports this module
+        from rladctl.objectives import (
+            OBJECTIVES,  # late: the registry imports this module
+        )
 
         if self.name not in OBJECTIVES:
             raise unknown_name_error("objective", self.name, OBJECTIVES, "in [objective] name")

@@ -10,7 +10,13 @@ import torch
 
 from rladctl.errors import ConfigError
 from rladctl.objectives import base
-from rladctl.objectives.base import LossInputs, LossOutputs, ObjectiveConfig, aggregate, masked_mean
+from rladctl.objectives.base import (
+    LossInputs,
+    LossOutputs,
+    ObjectiveConfig,
+    aggregate,
+    masked_mean,
+)
 
 
 def kept(values_BT: torch.Tensor, keep_BT: torch.Tensor) -> torch.Tensor:

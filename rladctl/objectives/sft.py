@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from rladctl.objectives import base
-from rladctl.objectives.base import LossInputs, LossOutputs, ObjectiveConfig, aggregate, masked_mean
+from rladctl.objectives.base import (
+    LossInputs,
+    LossOutputs,
+    ObjectiveConfig,
+    aggregate,
+    masked_mean,
+)
 from rladctl.objectives.ppo import kept
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from rladctl.objectives import base
-from rladctl.objectives.base import LossInputs, LossOutputs, ObjectiveConfig, masked_mean
+from rladctl.objectives.base import (
+    LossInputs,
+    LossOutputs,
+    ObjectiveConfig,
+    masked_mean,
+)
 from rladctl.objectives.ppo import kept, policy_loss, require_teacher
 
 

@@ -151,7 +151,7 @@ def rows_of(work: Path) -> set[tuple[str, int, int]]:
 
 def complete_things_are_intact(work: Path) -> list[str]:
     """Every directory with a manifest must hold exactly what the manifest promises."""
-    from rladctl.artifacts import sha256_file
+    from rladctl.store.files import sha256_file
 
     problems = []
     for manifest in Path(work).rglob("manifest.json"):

@@ -144,10 +144,10 @@ def install() -> None:
 def reward_by_parity() -> None:
     """An untrained tiny model never answers right: every reward 0, nothing trains. The fault tests
     reward the parity of the completion's length instead (as tests/test_train.py's shards do)."""
-    import rladctl.tasks
-    from rladctl.tasks import GymTask
+    import rladctl.tasks.catalog
+    from rladctl.tasks.catalog import GymTask
 
-    rladctl.tasks.extract_answer = lambda completion, prompt: completion or "-"
+    rladctl.tasks.catalog.extract_answer = lambda completion, prompt: completion or "-"
     GymTask.score = lambda self, metadata, extracted: float(len(extracted) % 2)
 
 

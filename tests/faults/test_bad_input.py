@@ -24,11 +24,12 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import TASK_SETS, run_cli, sets
-from rladctl import schema as S
-from rladctl.artifacts import MANIFEST, part_name, sha256_file
-from rladctl.models import PRESETS
+
+from rladctl.models.factory import PRESETS
+from rladctl.store import schema as S
+from rladctl.store.artifacts import MANIFEST, part_name
+from rladctl.store.files import sha256_file
 
 REQUIRED_CATEGORIES = {
     "malformed-toml", "wrong-type", "unknown-key", "unknown-task", "unknown-objective", "empty-dataset",
@@ -786,9 +787,10 @@ def init_model_out_holds_a_model(ctx):
 def data(models, tmp_path_factory) -> dict[str, Path]:
     """One small rollouts artifact (4 prompts x G = 2, two parts), its scored copy, an artifact with
     no rows, and a checkpoint-shaped directory. Cases copy them before damaging anything."""
-    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
+
+    from rladctl.config import load_recipe
 
     root = tmp_path_factory.mktemp("bad-input")
     paths = {name: root / name for name in ("rollouts", "scored", "empty", "checkpoint")}

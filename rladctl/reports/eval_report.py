@@ -3,7 +3,7 @@
 Tables come as (header, rows) for the CLI to render with rich, and as markdown for report.md.
 Plots use matplotlib's object API on an Agg canvas (no pyplot, no global backend switch, so a
 caller's notebook backend is left alone). Every file goes through
-``rladctl.artifacts.atomic_write_bytes`` (hidden temporary sibling, then rename), and a file that
+``rladctl.store.files.atomic_write_bytes`` (hidden temporary sibling, then rename), and a file that
 already holds the same bytes is left untouched, so re-running a finished eval changes nothing.
 """
 
@@ -13,9 +13,9 @@ import io
 import json
 from pathlib import Path
 
-from rladctl.artifacts import atomic_write_bytes, make_dir
 from rladctl.errors import ConfigError, close_matches
-from rladctl.metrics import Summary, ks_for, natural_key
+from rladctl.reports.metrics import Summary, ks_for, natural_key
+from rladctl.store.files import atomic_write_bytes, make_dir
 
 MISSING = "–"  # a cell the summary has no value for (level not evaluated, k not computed)
 ALL_LEVELS = "all"  # the last column of a difficulty table: every prompt

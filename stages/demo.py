@@ -45,9 +45,10 @@ def recipe_path(name: str = "demo.toml") -> Path:
 
 def build_model(recipe: LoadedRecipe, spec: DemoModel, root: Path, teacher: Path | None) -> Path:
     """Init (or cut from ``teacher``) + warm-up, skipped when the same model is already cached."""
-    from rladctl.models import init_model, shrink_model
-    from rladctl.tasks import build_task
-    from rladctl.warmup import warmup
+    from rladctl.stages.warmup import warmup
+
+    from rladctl.models.factory import init_model, shrink_model
+    from rladctl.tasks.catalog import build_task
 
     path = root / spec.name
     task = {k: v for k, v in recipe.to_dict()["task"].items() if k != "difficulty_field"}  # reports only

@@ -42,11 +42,13 @@ def gold_completion(answer: str, prompt_cfg) -> str:
 
 def warmup(recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> WarmupSummary:
     """Train ``model_dir`` in place for ``steps`` AdamW steps on gold (prompt, answer) pairs."""
-    from rladctl.checkpoint import save_checkpoint
-    from rladctl.logprobs import build_row_batch, sequence_logprobs
-    from rladctl.models import load_model, load_tokenizer
     from rladctl.stages.rollout import prepare_prompts
-    from rladctl.tasks import build_task
+
+    from rladctl.backends.logprobs import build_row_batch, sequence_logprobs
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.store.checkpoint import save_checkpoint
+    from rladctl.tasks.catalog import build_task
 
     if steps < 1 or batch_size < 1:
         raise ConfigError("warm-up steps and batch size must be >= 1", None, "pass --steps N")

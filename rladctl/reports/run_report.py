@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rladctl.artifacts import MANIFEST, atomic_write_bytes
+from rladctl.store.artifacts import MANIFEST
+from rladctl.store.files import atomic_write_bytes
 
 # Training metrics shown per iteration (the last optimizer step of each train call).
 TRAIN_COLUMNS = ("loss", "clip_frac_low", "clip_frac_high", "ratio_mean", "approx_kl_old", "teacher_logratio_mean", "teacher_clamp_frac", "grad_norm")
@@ -14,7 +15,7 @@ TRAIN_COLUMNS = ("loss", "clip_frac_low", "clip_frac_high", "ratio_mean", "appro
 
 def iteration_rows(plan) -> list[dict[str, Any]]:
     """One dict per finished iteration: rollout reward and the train call's last-step metrics."""
-    from rladctl.checkpoint import read_metrics
+    from rladctl.store.checkpoint import read_metrics
 
     rows = []
     for i in range(plan.iterations):
@@ -43,7 +44,7 @@ def _stage_seconds(path: Path) -> float:
 
 
 def write_run_report(plan, evals: dict[int, Any], K: int) -> Path:
-    from rladctl.report import curve_plot, markdown_table
+    from rladctl.reports.eval_report import curve_plot, markdown_table
 
     rows = iteration_rows(plan)
     fmt = lambda v: "" if v is None else f"{v:.4g}"  # noqa: E731

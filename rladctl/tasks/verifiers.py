@@ -8,12 +8,8 @@ that the CLI's ``--help`` stays fast.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
 
 from rladctl.config import PromptConfig
-
-if TYPE_CHECKING:
-    from rladctl.tasks import Task, TaskItem
 
 OPEN_TAG = "<answer>"
 CLOSE_TAG = "</answer>"
@@ -40,19 +36,6 @@ def extract_answer(completion: str, prompt: PromptConfig) -> str:
     if end < 0:
         return ""
     return text[start:end].strip()
-
-
-def score_completion(task: "Task", item_or_metadata: "TaskItem | dict[str, Any]", completion: str, prompt: PromptConfig) -> tuple[float, str]:
-    """Extract the answer from ``completion`` and score it: ``(reward in [0, 1], extracted)``.
-
-    A completion without a complete final answer scores 0.0 (not the task's own score for an empty
-    answer, which for some reasoning-gym tasks is a small format credit).
-    """
-    metadata = item_or_metadata if isinstance(item_or_metadata, dict) else item_or_metadata.metadata
-    extracted = extract_answer(completion, prompt)
-    if not extracted:
-        return 0.0, extracted
-    return task.score(metadata, extracted), extracted
 
 
 def math_verify_score(gold: str, answer: str) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from rladctl.artifacts import atomic_write_bytes, make_dir
-from rladctl.metrics import natural_key
+from rladctl.reports.metrics import natural_key
+from rladctl.store.files import atomic_write_bytes, make_dir
 
 ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
 SMOOTH = 10  # iterations in the reward curve's moving mean (each iteration sees new prompts)
@@ -74,7 +74,7 @@ def diagnostics(runs) -> list[list[str]]:
 
 
 def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
-    from rladctl.report import curve_plot, markdown_table
+    from rladctl.reports.eval_report import curve_plot, markdown_table
 
     K = recipe.eval.pass_at
     header, rows = results_table(runs, K)

@@ -13,10 +13,15 @@ from pathlib import Path
 import torch
 
 from rladctl import distributed
-from rladctl.artifacts import TMP_MARK
-from rladctl.checkpoint import load_training_state, read_manifest, read_metrics, save_checkpoint
 from rladctl.errors import ArtifactError, RladError
 from rladctl.progress import log
+from rladctl.store.checkpoint import (
+    load_training_state,
+    read_manifest,
+    read_metrics,
+    save_checkpoint,
+)
+from rladctl.store.files import TMP_MARK
 
 
 class TrainingDiverged(RladError, ArithmeticError):

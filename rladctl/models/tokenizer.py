@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rladctl.errors import ConfigError, ModelError
+from rladctl.errors import ConfigError, ModelError, first_line
+from rladctl.models.hub import hub_fix, locate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -150,7 +151,6 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
     """Load a tokenizer from a local directory or a hub id, refusing what cannot be loaded."""
     from transformers import AutoTokenizer
 
-    from rladctl.models import hub_fix, locate
 
     source = locate(path)
     if isinstance(source, Path):
@@ -163,7 +163,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
         return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(
-            f"cannot load a tokenizer from {source}: {_first_line(exc)}",
+            f"cannot load a tokenizer from {source}: {first_line(exc)}",
             fix=hub_fix(source, "check the path or hub id; set trust_remote_code only for code you trust"),
         ) from exc
 
@@ -201,8 +201,3 @@ def check_same_vocab(
             raise ModelError(
                 f"tokenizers differ at id {i}: {strings_a.get(i)!r} vs {strings_b.get(i)!r}", where, fix
             )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from rladctl.artifacts import MANIFEST, TMP_MARK, atomic_write_json, writing
+from rladctl.store.artifacts import MANIFEST
+from rladctl.store.files import TMP_MARK, atomic_write_json, writing
 
 STATE_FILE = Path("training_state") / "state.pt"
 METRICS_FILE = "metrics.jsonl"

@@ -1,0 +1,1 @@
+"""Sampling and scoring backends (hf, vllm) behind the Generator and Scorer interfaces."""

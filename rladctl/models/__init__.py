@@ -1,0 +1,1 @@
+"""Models and tokenizers: hub access, the local model factory, safe loading, identity hashes."""

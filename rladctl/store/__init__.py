@@ -1,0 +1,1 @@
+"""Artifacts and checkpoints on disk: the Parquet contract, its schema, atomic files."""

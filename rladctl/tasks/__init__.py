@@ -1,0 +1,1 @@
+"""Prompt sources and their verifiers (reasoning-gym tasks, local files, math-verify)."""
