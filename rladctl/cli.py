@@ -23,7 +23,7 @@ app = typer.Typer(
     help="RL-aware knowledge distillation (RLAD / TRRD) for reasoning LLMs, as chained stages:\n\n"
     "rollout -> score-teacher -> train, then eval; `run` loops them on-policy and `demo` shows the\n"
     "whole pipeline on tiny local models. Every stage reads and writes artifact directories\n"
-    "(Parquet parts + manifest.json) and resumes where it stopped.",
+    "(Parquet parts + _manifest.json) and resumes where it stopped.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 _active: Resident | None = None
 
 # The files whose (name, size, mtime) say a kept model still equals its directory.
-_STAMPED = ("config.json", "model.safetensors", "model.safetensors.index.json", "manifest.json")
+_STAMPED = ("config.json", "model.safetensors", "model.safetensors.index.json", "_manifest.json", "manifest.json")
 
 
 def stamp(path: Path) -> tuple:

@@ -127,7 +127,7 @@ def test_manifest_is_written_last_and_only_by_finalize(tmp_path):
     writer = ArtifactWriter(tmp_path / "a", S.ROLLOUTS, FP)
     writer.write_part(0, rollout_table())
     assert not (tmp_path / "a" / MANIFEST).exists()
-    with pytest.raises(ArtifactError, match=r"incomplete \(no manifest.json\).*re-run the stage"):
+    with pytest.raises(ArtifactError, match=r"incomplete \(no _manifest.json\).*re-run the stage"):
         open_artifact(tmp_path / "a", [S.ROLLOUTS])
     with pytest.raises(RuntimeError, match=r"missing parts \[1\]"):
         writer.finalize(2)
@@ -181,13 +181,13 @@ def test_overwrite_removes_the_manifest_before_any_part(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "unlink", spy)
     ArtifactWriter(tmp_path / "a", S.ROLLOUTS, "0" * 32, overwrite=True)
-    assert removed[0] == MANIFEST and sorted(removed[1:]) == [part_name(0), part_name(1)]
+    assert removed[:2] == [MANIFEST, "manifest.json"] and sorted(removed[2:]) == [part_name(0), part_name(1)]
 
 
 def test_a_damaged_manifest_is_refused_but_does_not_block_overwrite(tmp_path):
     write_artifact(tmp_path / "a")
     (tmp_path / "a" / MANIFEST).write_text("{not json")
-    with pytest.raises(ArtifactError, match="unreadable manifest.json.*--overwrite"):
+    with pytest.raises(ArtifactError, match="unreadable _manifest.json.*--overwrite"):
         ArtifactWriter(tmp_path / "a", S.ROLLOUTS, FP)
     with pytest.raises(ArtifactError, match=r"manifest .* is unreadable"):
         open_artifact(tmp_path / "a", [S.ROLLOUTS])
@@ -215,7 +215,7 @@ def test_a_failed_manifest_write_leaves_no_manifest(tmp_path, monkeypatch):
     writer = ArtifactWriter(tmp_path / "a", S.ROLLOUTS, FP)
     writer.write_part(0, rollout_table())
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(ArtifactError, match=r"cannot write .*manifest.json \(No space left on device\)"):
+    with pytest.raises(ArtifactError, match=r"cannot write .*_manifest.json \(No space left on device\)"):
         writer.finalize(1)
     assert listing(tmp_path / "a") == [part_name(0)] and not writer.complete
 
@@ -360,3 +360,83 @@ def test_parts_that_differ_only_in_nullability_read_as_one_table(tmp_path):
     write_artifact(tmp_path / "a", tables=[rollout_table(), strict.cast(schema)])
     table = open_artifact(tmp_path / "a", [S.ROLLOUTS]).table()
     assert table.num_rows == 4 and table[S.PROMPT_ID].to_pylist() == ["p0", "p0", "p1", "p1"]
+
+
+# --------------------------------------------------------------------------------------------
+# the manifest is untrusted data (DESIGN §3), and the directory is a dataset for other tools
+
+
+def test_the_directory_reads_as_one_parquet_dataset_in_pandas_and_pyarrow(tmp_path):
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    write_artifact(tmp_path / "a")
+    assert (tmp_path / "a" / "_manifest.json").exists() and not (tmp_path / "a" / "manifest.json").exists()
+    assert pq.read_table(tmp_path / "a").num_rows == 4
+    assert len(pd.read_parquet(tmp_path / "a")) == 4
+    assert ds.dataset(tmp_path / "a", format="parquet").count_rows() == 4
+
+
+def test_an_artifact_with_the_old_manifest_name_is_still_read_and_resumed(tmp_path):
+    manifest = write_artifact(tmp_path / "a")
+    os.rename(tmp_path / "a" / MANIFEST, tmp_path / "a" / "manifest.json")
+    assert open_artifact(tmp_path / "a", [S.ROLLOUTS]).rows == 4
+    writer = ArtifactWriter(tmp_path / "a", S.ROLLOUTS, FP)
+    assert writer.complete  # same fingerprint: nothing to redo
+    again = ArtifactWriter(tmp_path / "b", S.ROLLOUTS, FP)
+    for i in range(2):
+        again.write_part(i, rollout_table(start=2 * i))
+    assert again.finalize(2, note="hand-made")["parts"] == manifest["parts"]
+
+
+def edit_manifest(path: Path, change) -> None:
+    manifest = json.loads((path / MANIFEST).read_text())
+    change(manifest)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (lambda m: m.update(parts="part-00000.parquet"), r"parts is str 'part-00000.parquet', not a list"),
+        (lambda m: m["parts"][0].update(file=7), r"parts\[0\]\.file is 7, not a part file name"),
+        (lambda m: m["parts"][0].update(file="../../elsewhere/part-00000.parquet"), r"parts\[0\]\.file is '\.\./\.\./elsewhere"),
+        (lambda m: m["parts"][1].update(file="/etc/passwd"), r"parts\[1\]\.file is '/etc/passwd'"),
+        (lambda m: m["parts"][0].update(rows=-1), r"parts\[0\]\.rows is -1"),
+        (lambda m: m["parts"][0].update(sha256=None), r"parts\[0\]\.sha256 is None"),
+        (lambda m: m["parts"].append(dict(m["parts"][0])), r"a part file is listed twice"),
+        (lambda m: m.update(rows=5), r"rows is 5 but its parts hold 4"),
+        (lambda m: m.update(rows="4"), r"rows is '4', not an integer"),
+        (lambda m: m.update(kind=3), r"kind is 3, not a string"),
+        (lambda m: m.update(schema_version="1"), r"schema_version is '1'"),
+        (lambda m: m.update(sampling={"temperature": "hot"}), r"sampling\.temperature is 'hot'"),
+        (lambda m: m.update(sampling=[1]), r"sampling is list \[1\], not a table"),
+    ],
+)
+def test_a_manifest_with_wrong_types_or_paths_outside_is_one_line(tmp_path, change, complaint):
+    write_artifact(tmp_path / "a")
+    edit_manifest(tmp_path / "a", change)
+    with pytest.raises(ArtifactError, match=rf"manifest .* is invalid: {complaint}.*re-create the artifact with --overwrite"):
+        open_artifact(tmp_path / "a", [S.ROLLOUTS])
+    one_line(pytest.raises(ArtifactError, open_artifact, tmp_path / "a", [S.ROLLOUTS]))
+
+
+def test_a_manifest_with_nan_is_not_json(tmp_path):
+    write_artifact(tmp_path / "a")
+    text = (tmp_path / "a" / MANIFEST).read_text().replace('"note": "hand-made"', '"note": NaN')
+    (tmp_path / "a" / MANIFEST).write_text(text)
+    with pytest.raises(ArtifactError, match=r"unreadable \(NaN is not JSON\)"):
+        open_artifact(tmp_path / "a", [S.ROLLOUTS])
+
+
+def test_negative_token_ids_and_non_finite_rewards_are_refused():
+    table = rollout_table(rows=2)
+    ids = table.column_names.index(S.COMPLETION_TOKEN_IDS)
+    bad_ids = table.set_column(ids, S.COMPLETION_TOKEN_IDS, pa.array([[0, 1, 2], [0, -3, 2]], pa.list_(pa.int32())))
+    with pytest.raises(ArtifactError, match=r"column 'completion_token_ids' holds the token id -3 .*row 1, prompt_id p0"):
+        validate_token_columns(bad_ids, (), "t")
+    rewards = table.column_names.index(S.REWARD)
+    bad_reward = table.set_column(rewards, S.REWARD, pa.array([1.0, float("nan")], pa.float32()))
+    with pytest.raises(ArtifactError, match=r"column 'reward' holds nan in row 1 .*rewards must be finite"):
+        validate_token_columns(bad_reward, (), "t")
+    validate_token_columns(table, (S.SAMPLER_LOGPROBS,), "t")  # the good table passes

@@ -20,7 +20,7 @@ def test_warmup_lowers_the_gold_answer_nll_and_saves_a_loadable_model(models, tm
     start = warmup(recipe, first, steps=1, batch_size=16).final_nll  # the loss of step 0: the untrained model's
     summary = warmup(recipe, trained, steps=40, batch_size=16)
     assert summary.final_nll < 0.7 * start, (start, summary.final_nll)
-    assert (trained / "manifest.json").exists() and not list(tmp_path.glob("*.tmp-*"))
+    assert (trained / "_manifest.json").exists() and not list(tmp_path.glob("*.tmp-*"))
     AutoModelForCausalLM.from_pretrained(trained)  # plain transformers reads it
 
 

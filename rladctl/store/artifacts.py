@@ -1,6 +1,6 @@
 """The artifact contract between stages (DESIGN §3).
 
-An artifact is a directory of ``part-NNNNN.parquet`` files plus ``manifest.json``, written last and
+An artifact is a directory of ``part-NNNNN.parquet`` files plus ``_manifest.json``, written last and
 atomically: its presence means the artifact is complete. Every file goes to a temporary name in the
 same directory first and is renamed into place, so a reader never sees half a file.
 
@@ -32,7 +32,10 @@ from rladctl.store.files import (
     write_output_error,
 )
 
-MANIFEST = "manifest.json"
+# The leading underscore makes pandas, pyarrow and duckdb read the directory itself as a Parquet
+# dataset (they skip "_" and "." files). Artifacts written before 0.2 carry the old name.
+MANIFEST = "_manifest.json"
+OLD_MANIFEST = "manifest.json"
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 FINGERPRINT_KEY = b"rladctl.fingerprint"
 
@@ -74,17 +77,17 @@ class ArtifactWriter:
 
     def __post_init__(self) -> None:
         self.path = make_dir(Path(self.path))
-        manifest_path = self.path / MANIFEST
-        if manifest_path.exists():
+        manifest_file = manifest_path(self.path)
+        if manifest_file.exists():
             try:
-                old = _read_manifest(manifest_path)
+                old = _read_manifest(manifest_file)
             except ArtifactError:  # a damaged manifest must not block --overwrite
                 old = None
             if old and old.get("fingerprint") == self.fingerprint and old.get("kind") == self.kind:
                 if _parts_intact(self.path, old):
                     self.complete = True
                     return
-                manifest_path.unlink()  # a part went missing or changed after the fact: rebuild it
+                manifest_file.unlink()  # a part went missing or changed after the fact: rebuild it
                 for entry in old["parts"]:
                     part = self.path / entry["file"]
                     if part.exists() and sha256_file(part) != entry["sha256"]:
@@ -116,6 +119,7 @@ class ArtifactWriter:
             )
         # The manifest goes first so the directory never looks complete while being cleared.
         (self.path / MANIFEST).unlink(missing_ok=True)
+        (self.path / OLD_MANIFEST).unlink(missing_ok=True)
         for child in self.path.iterdir():
             if PART_RE.match(child.name) or is_temporary(child):
                 child.unlink()
@@ -170,6 +174,7 @@ class ArtifactWriter:
             **fields,
         }
         atomic_write_json(self.path / MANIFEST, manifest)
+        (self.path / OLD_MANIFEST).unlink(missing_ok=True)  # an older run's, superseded
         self.complete = True
         return manifest
 
@@ -228,15 +233,73 @@ def _part_fingerprint(path: Path) -> str | None:
 # reading
 
 
+def manifest_path(directory: Path) -> Path:
+    """The manifest of ``directory``: ``_manifest.json``, or an older artifact's ``manifest.json``."""
+    current = Path(directory) / MANIFEST
+    if current.exists():
+        return current
+    old = Path(directory) / OLD_MANIFEST
+    return old if old.exists() else current
+
+
 def _read_manifest(path: Path, need_parts: bool = True) -> dict[str, Any]:
-    """The parsed manifest; ``need_parts=False`` also takes a checkpoint's (a kind without parts)."""
+    """The parsed and checked manifest; ``need_parts=False`` also takes a checkpoint's (no parts).
+
+    A manifest is data from disk, not trusted: the fields readers use are checked for type and range,
+    and every part file must be a plain part name inside the artifact (no path reaches outside it).
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity are ValueErrors
         raise ArtifactError(f"manifest {path} is unreadable ({exc})", None, "re-run the stage that wrote it with --overwrite") from None
     if not isinstance(data, dict) or "kind" not in data or (need_parts and "parts" not in data):
         raise ArtifactError(f"manifest {path} is not an rladctl manifest", None, "point at a directory written by rladctl")
+    problem = manifest_problem(data)
+    if problem:
+        raise ArtifactError(f"manifest {path} is invalid: {problem}", None, "re-create the artifact with --overwrite")
     return data
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def manifest_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's fields, or None."""
+    if not isinstance(data.get("kind"), str):
+        return f"kind is {data.get('kind')!r}, not a string"
+    for key in ("schema_version", "rows"):
+        value = data.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} is {value!r}, not an integer >= 0"
+    for key in ("sampling", "model", "student", "task", "prompt", "timings"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {type(data[key]).__name__} {data[key]!r}, not a table"
+    temperature = (data.get("sampling") or {}).get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        return f"sampling.temperature is {temperature!r}, not a number > 0"
+    if "parts" not in data:
+        return None
+    parts = data["parts"]
+    if not isinstance(parts, list):
+        return f"parts is {type(parts).__name__} {parts!r}, not a list"
+    for i, entry in enumerate(parts):
+        if not isinstance(entry, dict):
+            return f"parts[{i}] is {entry!r}, not a table"
+        file, rows, digest = entry.get("file"), entry.get("rows"), entry.get("sha256")
+        # A bare part name: nothing in a manifest may point outside its own directory.
+        if not isinstance(file, str) or not PART_RE.match(file):
+            return f"parts[{i}].file is {file!r}, not a part file name such as part-00000.parquet"
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            return f"parts[{i}].rows is {rows!r}, not an integer >= 0"
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return f"parts[{i}].sha256 is {digest!r}, not a sha256 hex digest"
+    files = [entry["file"] for entry in parts]
+    if len(set(files)) != len(files):
+        return "a part file is listed twice"
+    if "rows" in data and data["rows"] != sum(entry["rows"] for entry in parts):
+        return f"rows is {data['rows']} but its parts hold {sum(entry['rows'] for entry in parts)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -256,7 +319,7 @@ class Artifact:
 
     @property
     def sha256(self) -> str:
-        return sha256_file(self.path / MANIFEST)
+        return sha256_file(manifest_path(self.path))
 
     def part_paths(self) -> list[Path]:
         return [self.path / p["file"] for p in self.manifest["parts"]]
@@ -296,22 +359,22 @@ def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True
     kinds = tuple(kinds)
     if not path.is_dir():
         raise MissingPathError(f"{role} artifact {path} does not exist", None, "check the path, or run the stage that writes it")
-    manifest_path = path / MANIFEST
-    if not manifest_path.exists():
+    manifest_file = manifest_path(path)
+    if not manifest_file.exists():
         raise ArtifactError(
             f"{role} artifact {path} is incomplete (no {MANIFEST})", None,
             "re-run the stage that writes it: it resumes and finishes the artifact",
         )
     # A checkpoint given where data is expected is refused by its kind, not as "not rladctl's".
-    manifest = _read_manifest(manifest_path, need_parts=False)
+    manifest = _read_manifest(manifest_file, need_parts=False)
     if manifest["kind"] not in kinds:
         raise ArtifactError(
             f"{role} artifact {path} is of kind '{manifest['kind']}'", None,
             f"this command needs {' or '.join(kinds)}",
         )
     if "parts" not in manifest:
-        raise ArtifactError(f"manifest {manifest_path} lists no parts", None, "point at an artifact directory written by rladctl")
-    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ArtifactError(f"manifest {manifest_file} lists no parts", None, "point at an artifact directory written by rladctl")
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
         raise ArtifactError(f"{role} artifact {path} has schema version {manifest['schema_version']}", None, "upgrade rladctl to read it")
     artifact = Artifact(path, manifest)
     if verify:
@@ -349,12 +412,30 @@ def _verify_columns(artifact: Artifact, expected) -> None:
 
 
 def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
-    """Per-token columns must match completion_token_ids in length and hold finite values."""
+    """Per-token columns must match completion_token_ids in length and hold finite values; token
+    ids must be >= 0 and rewards finite (another tool's Parquet is read with the same schema)."""
     import numpy as np
     import pyarrow.compute as pc
 
-    from rladctl.store.schema import COMPLETION_TOKEN_IDS, PROMPT_ID, SAMPLE_IDX
+    from rladctl.store.schema import COMPLETION_TOKEN_IDS, PROMPT_ID, PROMPT_TOKEN_IDS, REWARD, SAMPLE_IDX
 
+    for column in (PROMPT_TOKEN_IDS, COMPLETION_TOKEN_IDS):
+        if column in table.column_names:
+            rows, ids = _flatten_with_rows(table[column])
+            if len(ids) and ids.min() < 0:
+                i = int(rows[np.flatnonzero(ids < 0)[0]])
+                raise ArtifactError(
+                    f"column '{column}' holds the token id {int(ids.min())} (first negative id in row {i}, "
+                    f"prompt_id {table[PROMPT_ID][i].as_py()})", f"in {where}", "re-create the artifact; token ids are >= 0",
+                )
+    if REWARD in table.column_names:
+        rewards = table[REWARD].to_numpy(zero_copy_only=False).astype(np.float64)
+        if not np.isfinite(rewards).all():
+            i = int(np.flatnonzero(~np.isfinite(rewards))[0])
+            raise ArtifactError(
+                f"column '{REWARD}' holds {rewards[i]} in row {i} (prompt_id {table[PROMPT_ID][i].as_py()})",
+                f"in {where}", "re-create the artifact; rewards must be finite numbers",
+            )
     lengths = pc.list_value_length(table[COMPLETION_TOKEN_IDS]).to_numpy(zero_copy_only=False)
     for column in columns:
         if column not in table.column_names:

@@ -3,7 +3,8 @@
     <dir>/config.json, model.safetensors, tokenizer files    loads with from_pretrained
     <dir>/training_state/state.pt                             optimizer, global step, RNG (tensors only)
     <dir>/metrics.jsonl                                       one line per optimizer step
-    <dir>/manifest.json                                       written last: its presence = complete
+    <dir>/_manifest.json                                      written last: its presence = complete
+                                                              (manifest.json before 0.2: still read)
 
 A checkpoint is built in a temporary sibling and renamed into place, so a crash never leaves a half
 checkpoint where a complete one is expected.
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rladctl.store.artifacts import MANIFEST
+from rladctl.store.artifacts import MANIFEST, _read_manifest, manifest_path
 from rladctl.store.files import TMP_MARK, atomic_write_json, writing
 
 STATE_FILE = Path("training_state") / "state.pt"
@@ -56,12 +57,12 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def is_complete(path: Path) -> bool:
-    return (Path(path) / MANIFEST).exists()
+    return manifest_path(path).exists()
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    file = Path(path) / MANIFEST
-    return json.loads(file.read_text()) if file.exists() else None
+    file = manifest_path(path)
+    return _read_manifest(file, need_parts=False) if file.exists() else None
 
 
 def load_training_state(path: Path) -> dict[str, Any] | None:
