@@ -74,7 +74,9 @@ class Task:
 
         Positions wrap around the split (position p is item ``p % split_size``), so an on-policy
         loop that keeps advancing its offset cycles through the training split instead of failing
-        at its end. Items repeat only once the whole split has been used.
+        at its end. Items repeat only once the whole split has been used, and never within one call:
+        asking for more items than the split holds is refused (one artifact never holds a prompt twice,
+        which would merge two advantage groups into one).
         """
         size = self.split_size(split)
         if start < 0 or count < 0:
@@ -83,6 +85,12 @@ class Task:
             return []
         if size == 0:
             raise ConfigError(f"the {split} split of task '{self.name}' is empty", "in [task]", "raise task.size / task.eval_size or add rows to the file")
+        if count > size:
+            key = "task.eval_size" if split == "eval" else "task.size (or add rows to the file)"
+            raise ConfigError(
+                f"{count} {split} prompts were asked for but the {split} split of task '{self.name}' holds {size}",
+                "in [task]", f"ask for at most {size} prompts, or raise {key}",
+            )
         return [self._item(split, (start + i) % size) for i in range(count)]
 
     def _item(self, split: str, position: int) -> TaskItem:
