@@ -440,3 +440,18 @@ def test_negative_token_ids_and_non_finite_rewards_are_refused():
     with pytest.raises(ArtifactError, match=r"column 'reward' holds nan in row 1 .*rewards must be finite"):
         validate_token_columns(bad_reward, (), "t")
     validate_token_columns(table, (S.SAMPLER_LOGPROBS,), "t")  # the good table passes
+
+
+def test_a_failed_write_gives_the_advice_of_its_cause(tmp_path):
+    from rladctl.store.files import make_dir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match=r"cannot write .*file/out \(Not a directory\).*a file stands where a directory is needed"):
+        make_dir(tmp_path / "file" / "out")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ArtifactError, match=r"symbolic-link loop"):
+        make_dir(tmp_path / "loop" / "out")
+    for code, advice in ((errno.ENOSPC, "free disk space"), (errno.EROFS, "read-only"), (errno.EACCES, "you may write to")):
+        from rladctl.store.files import write_output_error
+
+        assert advice in write_output_error(tmp_path, OSError(code, os.strerror(code))).line()

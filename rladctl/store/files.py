@@ -82,9 +82,23 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# What to do about a failed write, by its cause; anything else gets the full-disk advice.
+_WRITE_FIXES = {
+    errno.ENOTDIR: "a file stands where a directory is needed: choose another output directory",
+    errno.EEXIST: "a file stands where a directory is needed: choose another output directory",
+    errno.EISDIR: "a directory stands where a file is needed: choose another output directory",
+    errno.ELOOP: "the path runs through a symbolic-link loop: fix the link or choose another output directory",
+    errno.ENAMETOOLONG: "choose a shorter output path",
+    errno.EACCES: "choose an output directory you may write to",
+    errno.EPERM: "the directory or file is protected (immutable or not yours): choose another output directory",
+    errno.EROFS: "the file system is read-only: choose a writable output directory, then re-run to resume",
+}
+
+
 def write_output_error(path: Path, exc: OSError) -> ArtifactError:
     reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__)
-    return ArtifactError(f"cannot write {path} ({reason})", None, "free disk space or choose a writable output directory, then re-run to resume")
+    fix = _WRITE_FIXES.get(exc.errno, "free disk space or choose a writable output directory, then re-run to resume")
+    return ArtifactError(f"cannot write {path} ({reason})", None, fix)
 
 
 def make_dir(path: Path) -> Path:
