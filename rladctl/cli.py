@@ -352,6 +352,9 @@ def _click_exception() -> type:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
 def main() -> None:
     """Console entry point: user mistakes, ours and the option parser's, become one line and exit code 2."""
     ClickException = _click_exception()
@@ -369,6 +372,7 @@ def main() -> None:
         sys.stderr.write(f"error: {RladError(what, None, f'Run {command} --help for the options').line()}\n")
         sys.exit(2 if exc.exit_code else 0)
     except (KeyboardInterrupt, typer.Abort):
+        code = INTERRUPTED
+    if code == INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this exit code
         sys.stderr.write("interrupted; re-run the same command to resume\n")
-        sys.exit(130)
     sys.exit(code or 0)
