@@ -70,9 +70,8 @@ def build_model(args: argparse.Namespace, path: Path):
 
 
 def prompt_ids(args: argparse.Namespace, tokenizer) -> list[list[int]]:
-    from rladctl.stages.rollout import prepare_prompts
-
     from rladctl.config import load_recipe
+    from rladctl.sampling import prepare_prompts
     from rladctl.tasks.catalog import build_task
 
     recipe = load_recipe(None, TASK)
@@ -84,7 +83,7 @@ def time_generate(generator, flat: list[list[int]], args: argparse.Namespace) ->
     """(tokens, seconds) of the median timed repeat, after one warm-up."""
     import torch
 
-    from rladctl.backends.hf import SamplingParams
+    from rladctl.backends import SamplingParams
 
     runs = []
     for repeat in range(args.repeats + 1):
@@ -139,7 +138,7 @@ def run_vllm(args: argparse.Namespace, path: Path, flat: list[list[int]], hf_rat
     cfg = load_recipe(None, [f'rollout.model="{path}"', 'rollout.dtype="bfloat16"', f"rollout.gpu_memory_utilization={args.gpu_memory_utilization}",
                              f"rollout.max_model_len={max(len(p) for p in flat) + args.max_new_tokens}"]).rollout
     try:
-        generator = VLLMGenerator.from_config(cfg)
+        generator = VLLMGenerator.load(cfg, cfg.model, batch_size=cfg.batch_size, seed=cfg.seed)
     except MissingDependencyError as exc:
         print(f"{'vllm':8s} skipped: {exc.line()}", flush=True)
         return

@@ -14,7 +14,7 @@ train    rladctl.stages.train.optimizer_step (objective trrd: chunked LM-head lo
          (micro_batch_tokens = L). Weights, gradients and AdamW states in bf16 (--weights fp32 keeps
          fp32 weights under bf16 autocast, as the train stage does: 16 bytes/param, too much for 8B
          on one 80 GB GPU). Gradient checkpointing: --checkpointing auto = on above 2B parameters.
-score    rladctl.stages.score_teacher.score_rows (tight length buckets, chunked log-probs) over
+score    rladctl.backends.hf.score_rows (tight length buckets, chunked log-probs) over
          --prompts x --group rollouts whose completion lengths are log-normal (median
          --score-median, clipped to [64, --score-max]), as an RL step produces them.
 
@@ -192,8 +192,7 @@ def score_rollouts(args, vocab: int):
 
 
 def measure_score(model, n_params: int, args, clock: Clock) -> dict:
-    from rladctl.stages.score_teacher import score_rows
-
+    from rladctl.backends.hf import score_rows
     from rladctl.config import ScoreTeacherConfig
 
     model.eval()

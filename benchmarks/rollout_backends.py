@@ -52,10 +52,9 @@ def build_model(workdir: Path, preset: str) -> Path:
 
 def measure(args: argparse.Namespace, preset: str, backend: str) -> dict:
     """Child process: one backend on one model; returns tokens/s of each timed repeat."""
-    from rladctl.stages.rollout import load_generator, prepare_prompts
-
-    from rladctl.backends.hf import SamplingParams
+    from rladctl.backends import SamplingParams, load_generator
     from rladctl.config import load_recipe
+    from rladctl.sampling import prepare_prompts
     from rladctl.tasks.catalog import build_task
 
     model = Path(args.workdir) / preset
@@ -63,7 +62,7 @@ def measure(args: argparse.Namespace, preset: str, backend: str) -> dict:
     recipe = load_recipe(None, TASK + [f'rollout.model="{model}"', f'rollout.backend="{backend}"', f"rollout.batch_size={rows}"])
     cfg = recipe.rollout
     started = time.perf_counter()
-    generator = load_generator(cfg, backend, args.group)
+    generator = load_generator(cfg, cfg.model, batch_size=cfg.batch_size, seed=cfg.seed)
     load_s = time.perf_counter() - started
     prompts = prepare_prompts(build_task(recipe.task), recipe.prompt, generator.tokenizer, "train", 0, args.prompts)
     flat = [ids for ids in prompts.token_ids for _ in range(args.group)]

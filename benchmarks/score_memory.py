@@ -7,7 +7,7 @@ Qwen3-shaped model (Qwen3's vocabulary of 151,936 ids, a tiny hidden size: the [
 tensors are what this measures) and the same token ids:
 
     naive    model(ids).logits -> log_softmax over the whole vocabulary -> gather the sampled ids
-    rladctl  rladctl.stages.score_teacher.score_rows with the default ScoreTeacherConfig (length
+    rladctl  rladctl.backends.hf.score_rows with the default ScoreTeacherConfig (length
              buckets, backbone forward, lm_head_logprobs chunked over tokens and vocabulary)
 
 "extra" is the process's peak RSS during scoring minus its RSS just before scoring. The peak is
@@ -76,8 +76,8 @@ def naive_path(model, prompt: list[int], completion: list[int]):
 
 def rladctl_path(model, prompt: list[int], completion: list[int]):
     import torch
-    from rladctl.stages.score_teacher import score_rows
 
+    from rladctl.backends.hf import score_rows
     from rladctl.config import ScoreTeacherConfig
 
     teacher, _ = score_rows(model, [prompt], [completion], ScoreTeacherConfig(), pad_id=0)

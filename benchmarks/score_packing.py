@@ -10,7 +10,7 @@ model (float32, CPU unless --device), two ways:
 
     naive    rows in rollout order, --batch-size rows per forward, right-padded to the longest row of
              the batch; model(ids).logits -> log_softmax -> gather (the usual HF scoring loop)
-    rladctl  rladctl.stages.score_teacher.score_rows with the default ScoreTeacherConfig: rows sorted
+    rladctl  rladctl.backends.hf.score_rows with the default ScoreTeacherConfig: rows sorted
              by length and split into the micro-batches (at most micro_batch_tokens padded tokens
              each) that minimise padded tokens + a per-forward overhead (tight_length_buckets),
              backbone forward, chunked lm_head_logprobs
@@ -100,8 +100,7 @@ def naive_scores(model, prompts, completions, batch_size: int) -> list[list[floa
 
 
 def rladctl_scores(model, prompts, completions) -> list[list[float]]:
-    from rladctl.stages.score_teacher import score_rows
-
+    from rladctl.backends.hf import score_rows
     from rladctl.config import ScoreTeacherConfig
 
     return score_rows(model, prompts, completions, ScoreTeacherConfig(), pad_id=0)[0]

@@ -78,13 +78,14 @@ def main() -> None:
     from rladctl.config import load_recipe
     from rladctl.models.loading import load_model
     from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.objectives import get_objective_record
     from rladctl.objectives import ObjectiveConfig, get_objective
 
     if args.threads:
         torch.set_num_threads(args.threads)
     student, scored = build_shards(args)
     cfg = load_recipe(None, [f'train.inputs=["{scored}"]', f'train.device="{args.device}"', "train.lr=1e-6"]).train
-    rows, _ = load_rows(cfg, "trrd", needs_teacher=True)
+    rows, _ = load_rows(cfg, get_objective_record("trrd"))
     model = load_model(student, dtype="float32", device=cfg.device, for_training=True)
     pad_id = load_tokenizer(student).pad_token_id or 0
     everything = list(range(len(rows)))

@@ -119,12 +119,12 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
     """A GRPOTrainer on the same student, prompts (in rladctl's order) and settings."""
     import torch
     from datasets import Dataset
-    from rladctl.stages.rollout import prepare_prompts
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.sampling import prepare_prompts
     from rladctl.tasks.catalog import build_task
 
     task, steps = build_task(recipe.task), args.warmup + args.repeats

@@ -346,6 +346,53 @@ def compare(
     print_summary("compare", summary, as_json)
 
 
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Path = typer.Argument(..., help="Rollouts or scored artifact directory."),
+    row: Optional[int] = typer.Option(None, "--row", help="Only this row (0-based, in artifact order)."),
+    prompt_id: Optional[str] = typer.Option(None, "--prompt-id", help="Only the G completions of this prompt."),
+    worst: Optional[int] = typer.Option(None, "--worst", help="The K rows of largest mean |lp - lp_T| (scored)."),
+    where: Optional[str] = typer.Option(None, "--where", help="correct | wrong | clamped (any |lp - lp_T| > clamp)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="TRRD alpha of the ratio shown (1 = GRPO)."),
+    clamp: float = typer.Option(1.0, "--clamp", help="TRRD clamp c on |lp - lp_T|."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Rows shown: 1, or all with --json/--html."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained page of the selected rows."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Where the teacher steered, token by token: lp - lp_T, clamped tokens, the TRRD ratio at the first update.
+
+    Selectors combine; with none, every row is selected. The terminal shows one completion at a
+    time (--limit for more); --html writes a page with all of them, plots, hover details and filters.
+
+    Example: rladctl inspect runs/s0 --worst 3 --html inspect.html
+    """
+    from rladctl.reports.inspect import inspect_artifact, inspect_report, select_rows
+
+    insp = inspect_artifact(artifact, alpha=alpha, clamp=clamp)
+    rows = select_rows(insp, row=row, prompt_id=prompt_id, where=where, worst=worst)
+    shown = rows[: limit if limit is not None else (len(rows) if as_json or html else 1)]
+    page = None
+    if html is not None:
+        from rladctl.reports.inspect_page import write_page
+
+        page = write_page(insp, shown, html)
+    if as_json:
+        sys.stdout.write(json.dumps(inspect_report(insp, shown) | {"page": page}, allow_nan=False) + "\n")
+        return
+    if page is not None:
+        size = f"{page['bytes'] / 2**20:.1f} MiB"
+        typer.echo(f"wrote {page['path']} ({page['rows']} rows, {page['tokens']:,} tokens, {size})")
+        return
+    from rich.console import Console
+
+    from rladctl.reports.inspect_console import print_rows
+
+    print_rows(Console(), insp, shown)
+    if len(shown) < len(rows):
+        hint = "--limit N for more, --html OUT.html for all"
+        sys.stderr.write(f"{len(shown)} of {len(rows)} selected rows shown: {hint}\n")
+
+
 def _click_exception() -> type:
     """click's ClickException, found through typer's public BadParameter: typer has depended on
     click and has vendored it, and this works with both."""

@@ -55,11 +55,43 @@ class PromptConfig:
     answer_prefix: str = ""  # appended to the prompt; answer extraction sees prefix + completion
 
 
+# Backend names a recipe may give; each is one module in rladctl/backends/ of the same name.
+BackendName = Literal["hf", "vllm"]
+
+
 @dataclass(frozen=True)
-class RolloutConfig:
+class EngineConfig:
+    """How a model runs for sampling or scoring: the keys [rollout], [score_teacher] and [eval] share.
+
+    The keys stay flat in each table (``rollout.backend``, ``eval.dtype``); rladctl/backends/ reads them.
+    """
+
+    backend: BackendName = "hf"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    # backend = "vllm" only (engine options; see rladctl/backends/vllm.py)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
+    max_model_len: int = 0  # 0 = the model's own context length
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
+    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
+
+    def engine(self) -> dict[str, Any]:
+        """This table's engine keys, to run another stage on the same engine (eval samples as rollout)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(EngineConfig)}
+
+
+# Engine keys that change how fast rows are made, never which rows: left out of fingerprints.
+ENGINE_SPEED_KEYS = (
+    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager", "fallback_to_hf",
+)
+
+
+@dataclass(frozen=True)
+class RolloutConfig(EngineConfig):
     model: str = ""
     out: str = ""
-    backend: Literal["hf", "vllm"] = "hf"
     split: Literal["train", "eval"] = "train"
     num_prompts: int = 64
     prompt_offset: int = 0  # first item of the split (the on-policy loop advances it)
@@ -71,19 +103,12 @@ class RolloutConfig:
     batch_size: int = 64  # sequences per generate call
     prompts_per_part: int = 16  # rows per Parquet part = prompts_per_part * group_size
     policy_step: int = 0
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
-    max_model_len: int = 0  # 0 = the model's own context length
-    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
-    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
 
 
 @dataclass(frozen=True)
-class ScoreTeacherConfig:
+class ScoreTeacherConfig(EngineConfig):
+    """Engine keys as [rollout]'s; score_teacher.backend = "vllm" scores with prompt_logprobs, temperature 1 only."""
+
     teacher: str = ""
     input: str = ""
     out: str = ""
@@ -91,16 +116,6 @@ class ScoreTeacherConfig:
     top_k: int = 0  # also store the teacher's top-k ids and log-probs per position
     micro_batch_tokens: int = 16_384  # padded tokens per forward pass
     chunk_tokens: int = 1_024  # positions per log-prob chunk (bounds the [chunk x vocab] buffer)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    backend: Literal["hf", "vllm"] = "hf"  # vllm: prompt_logprobs, temperature 1 only
-    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
-    max_model_len: int = 0  # 0 = the model's own context length
-    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
-    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(EngineConfig):
     models: tuple[str, ...] = ()  # models to sample and compare
     from_artifacts: tuple[str, ...] = ()  # or: score existing rollouts/eval artifacts
     labels: tuple[str, ...] = ()  # names in the tables (default: the directory names)
@@ -152,17 +167,7 @@ class EvalConfig:
     seed: int = 0
     threshold: float = 1.0  # a sample is correct when its score reaches this (no partial credit)
     bootstrap: int = 1_000
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = 64
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    # backend = "vllm" only (engine options; see rladctl/vllm_backend.py)
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9  # fraction of GPU memory vLLM may take (CPU: a fixed 1 GiB KV cache)
-    max_model_len: int = 0  # 0 = the model's own context length
-    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower decode)
-    fallback_to_hf: bool = False  # use the hf backend, with a log line, when vllm is not installed
+    batch_size: int = 64  # sequences per generate call
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,13 @@ from rladctl.config import LoadedRecipe
 from rladctl.errors import ConfigError
 from rladctl.progress import log
 
-# Method name -> objective; "offline" is distillation from reward-filtered teacher samples.
-METHODS = {"rlad": "trrd", "grpo": "grpo", "kdrl": "kdrl", "offline": "sft"}
+
+def method_objectives() -> dict[str, str]:
+    """Method label -> objective name, in registry order: each objective's record carries its label
+    (rlad is trrd; offline is distillation from reward-filtered teacher samples)."""
+    from rladctl.objectives import OBJECTIVES
+
+    return {objective.method: name for name, objective in OBJECTIVES.items()}
 
 
 @dataclass
@@ -35,11 +40,10 @@ class MethodRun:
 
 
 def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student: str, teacher: str) -> MethodRun:
+    from rladctl.reports.run_report import iteration_rows
     from rladctl.stages.run import evaluate_point, make_plan, run_loop
 
-    from rladctl.reports.run_report import iteration_rows
-
-    objective = METHODS[method]
+    objective = method_objectives()[method]
     sets = recipe.replace("run", dir=str(out / f"{method}-seed{seed}"), student=student, teacher=teacher, eval_before=False, eval_every=0)
     sets = sets.replace("objective", name=objective).replace("eval", seed=recipe.eval.seed + seed)
     sets = sets.replace("rollout", seed=recipe.rollout.seed + 1000 * seed).replace("train", seed=recipe.train.seed + seed)
@@ -64,9 +68,10 @@ def run_compare(recipe: LoadedRecipe, seeds: int, methods: list[str], out: str |
     """Train every method for every seed from the same start, evaluate, write the results page."""
     from rladctl.stages.demo import STUDENT, TEACHER, build_model
 
-    unknown = [m for m in methods if m not in METHODS]
+    known = method_objectives()
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ConfigError(f"unknown method '{unknown[0]}'", "in --methods", f"choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method '{unknown[0]}'", "in --methods", f"choose from {', '.join(known)}")
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1", None, "use e.g. --seeds 3")
     out = Path(out)

@@ -18,6 +18,7 @@ from rladctl import distributed
 from rladctl.config import EvalConfig, LoadedRecipe, RolloutConfig, build_recipe
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log
+from rladctl.sampling import generate_artifact
 from rladctl.store import schema as S
 from rladctl.store.artifacts import open_artifact
 
@@ -66,15 +67,10 @@ def labels_for(cfg: EvalConfig, sources: list[str]) -> list[str]:
 
 def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n: int, overwrite: bool) -> Path:
     """Sample ``n`` completions per eval-split prompt into the eval artifact ``out`` (resumable)."""
-    from rladctl.stages.rollout import generate_artifact
-
     rollout_cfg = RolloutConfig(
-        model=model, out=str(out), backend=cfg.backend, split="eval", num_prompts=cfg.num_prompts or recipe.task.eval_size,
+        **cfg.engine(), model=model, out=str(out), split="eval", num_prompts=cfg.num_prompts or recipe.task.eval_size,
         group_size=n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-        batch_size=cfg.batch_size, prompts_per_part=max(1, 512 // n), dtype=cfg.dtype, device=cfg.device,
-        trust_remote_code=cfg.trust_remote_code, tensor_parallel_size=cfg.tensor_parallel_size,
-        gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-        enforce_eager=cfg.enforce_eager, fallback_to_hf=cfg.fallback_to_hf,
+        batch_size=cfg.batch_size, prompts_per_part=max(1, 512 // n),
     )
     threshold = cfg.threshold
 
@@ -83,7 +79,8 @@ def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n
 
     # The threshold decides the `correct` column, so it is part of the artifact's identity; K is
     # not (it only changes the report), so a new --pass-at reuses the samples.
-    generate_artifact(recipe, rollout_cfg, S.EVAL, overwrite, extra_columns=correct, extra_manifest={"eval": {"threshold": threshold}})
+    extra = {"eval": {"threshold": threshold}}
+    generate_artifact(recipe, rollout_cfg, S.EVAL, overwrite, extra_columns=correct, extra_manifest=extra)
     return out
 
 

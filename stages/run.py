@@ -2,8 +2,9 @@
 
 Iteration i writes ``RUN_DIR/iter-{i:04d}/{rollouts,scored,checkpoint}``: the latest student samples
 fresh prompts, the teacher scores them (objectives that need it), and one train call updates the
-student. With ``objective.name = "sft"`` the loop is offline distillation instead: the *teacher*
-samples, rows are filtered by reward, and the student is fine-tuned on them. Evaluations land in
+student. The objective's registry record says who samples: when it is the teacher (sft), the loop is
+offline distillation instead: the *teacher* samples, train keeps the rows its record's filter keeps
+(those that reach a reward), and the student is fine-tuned on them. Evaluations land in
 ``RUN_DIR/eval/step-{k:04d}`` (k = policy updates so far). Every stage skips complete artifacts
 whose inputs match, so re-running the same command after any interruption resumes the loop.
 Within one process the teacher and the newest student stay in memory between stages
@@ -33,9 +34,10 @@ class Plan:
     run_dir: Path
     iterations: int
     objective: str
-    needs_teacher: bool
+    needs_teacher: bool  # the objective reads teacher log-probs: score-teacher runs, train reads "scored"
     steps_per_iteration: int
     eval_points: list[int]
+    sampler: str = "student"  # who samples the rollouts: "student" or "teacher" (the record's sampler)
 
     def iter_dir(self, i: int) -> Path:
         return self.run_dir / f"iter-{i:04d}"
@@ -53,21 +55,19 @@ class Plan:
 
 def make_plan(recipe: LoadedRecipe) -> Plan:
     """Validate the recipe for a run and resolve its schedule (used by --dry-run too)."""
-    from rladctl.stages.evaluate import check_pass_at
-
     from rladctl.models.hub import locate
-    from rladctl.objectives import NEEDS_TEACHER, get_objective
+    from rladctl.objectives import get_objective_record
+    from rladctl.stages.evaluate import check_pass_at
     from rladctl.tasks.catalog import build_task
 
     run = recipe.run
     for key in ("dir", "student"):
         if not getattr(run, key):
             raise ConfigError(f"no run.{key} given", "for run", f"set run.{key} in the recipe or pass --set run.{key}=...")
-    name = recipe.objective.name
-    get_objective(name)
-    needs_teacher = name in NEEDS_TEACHER or name == "sft"
-    if needs_teacher and not run.teacher:
-        raise ConfigError(f"objective '{name}' needs a teacher but run.teacher is empty", "for run", "set run.teacher")
+    objective = get_objective_record(recipe.objective.name)
+    if objective.needs_teacher_model and not run.teacher:
+        what = f"objective '{objective.name}' needs a teacher but run.teacher is empty"
+        raise ConfigError(what, "for run", "set run.teacher")
     if run.iterations < 1 or run.eval_every < 0 or run.optimizer_state_every < 1:
         raise ConfigError("run.iterations and run.optimizer_state_every must be >= 1 and run.eval_every >= 0", None, "fix the recipe")
     for path in (run.student, run.teacher):
@@ -79,7 +79,8 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     if run.eval_every:
         points += list(range(run.eval_every, run.iterations, run.eval_every))
     points.append(run.iterations)
-    return Plan(Path(run.dir), run.iterations, name, name in NEEDS_TEACHER, recipe.train.epochs * recipe.train.mini_batches, sorted(set(points)))
+    return Plan(Path(run.dir), run.iterations, objective.name, objective.needs_teacher_logprobs,
+                recipe.train.epochs * recipe.train.mini_batches, sorted(set(points)), sampler=objective.sampler)
 
 
 def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
@@ -87,7 +88,7 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
     run, rollout, train = recipe.run, recipe.rollout, recipe.train
     d = plan.iter_dir(i)
     student = plan.student_at(i, run.student)
-    sampler = run.teacher if plan.objective == "sft" else student
+    sampler = run.teacher if plan.sampler == "teacher" else student
     data = d / ("scored" if plan.needs_teacher else "rollouts")
     recipe = recipe.replace(
         "rollout", model=sampler, out=str(d / "rollouts"), prompt_offset=rollout.prompt_offset + i * rollout.num_prompts,
@@ -119,9 +120,8 @@ def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite:
     process, or saved with that checkpoint, or else rebuilt here. The newest checkpoint before i
     that has it (or the start, which has none) is the base; the trains after it are replayed in
     memory from their saved artifacts, each checked to give the saved weights."""
-    from rladctl.stages.train import run_train
-
     from rladctl.resident import has_training_state
+    from rladctl.stages.train import run_train
     from rladctl.store.checkpoint import is_complete, read_manifest
 
     def saved(j: int) -> bool:  # checkpoints from before run.optimizer_state_every always hold it

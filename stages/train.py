@@ -9,7 +9,8 @@ Reads top to bottom:
      atomically (with the AdamW state unless ``save_optimizer`` is off).
 ``replay=True`` re-runs a complete checkpoint's training in memory, writing nothing, to rebuild the
 AdamW state that `rladctl run` did not save with it (see ``run.optimizer_state_every``).
-The objective is looked up in ``rladctl.objectives.OBJECTIVES``: this file never names one.
+What the objective needs (teacher log-probs, a row filter, a per-step config) comes from its registry
+record, ``rladctl.objectives.get_objective_record``: this file never names an objective.
 
 Under torchrun every rank loads every row and follows the same seeded schedule; each takes its share
 of each optimizer step's rows, under DDP (default) or FSDP2 (``train.parallel``). Rank 0 writes the
@@ -87,9 +88,11 @@ class Rows:
         return len(self.prompts)
 
 
-def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Rows, list[dict]]:
+def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
+    """The rows to train ``objective`` (its registry record) on, and a reference to each input."""
     from rladctl.objectives.advantages import group_advantages, zero_std_groups
 
+    needs_teacher, row_filter = objective.needs_teacher_logprobs, objective.row_filter
     if not cfg.inputs:
         raise ConfigError("no training inputs given", "for train", "pass --input ARTIFACT (repeatable) or set train.inputs")
     kinds = (S.SCORED,) if needs_teacher else (S.SCORED, S.ROLLOUTS)
@@ -100,7 +103,10 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
             artifact = open_artifact(path, kinds, role="training")
         except ArtifactError as exc:
             if needs_teacher and "of kind 'rollouts'" in exc.what:
-                raise ArtifactError(f"objective '{objective}' needs teacher log-probs but {path} is an unscored rollouts artifact", None, "run rladctl score-teacher on it first and train on the scored artifact") from None
+                what = (f"objective '{objective.name}' needs teacher log-probs "
+                        f"but {path} is an unscored rollouts artifact")
+                fix = "run rladctl score-teacher on it first and train on the scored artifact"
+                raise ArtifactError(what, None, fix) from None
             raise
         if artifact.rows == 0:
             raise ArtifactError(f"training artifact {path} has no rows", None, "train on an artifact with rows: re-run rladctl rollout with at least one prompt")
@@ -114,8 +120,8 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
         groups = table[S.PROMPT_ID].to_pylist()
         adv = group_advantages(rewards, groups, eps=cfg.adv_eps)
         keep = np.ones(len(rewards), dtype=bool)
-        if objective == "sft":
-            keep = rewards >= cfg.sft_min_reward
+        if row_filter is not None:
+            keep = row_filter.keep(rewards, groups, cfg)
         elif cfg.drop_zero_std_groups:
             zero = np.asarray(zero_std_groups(rewards, groups))
             dropped += len({g for g, z in zip(groups, zero) if z})
@@ -137,7 +143,7 @@ def load_rows(cfg: TrainConfig, objective: str, needs_teacher: bool) -> tuple[Ro
         np.concatenate(parts["rewards"]), np.concatenate(parts["advantages"]), dropped, temps.pop(),
     )
     if len(rows) == 0:
-        why = f"no row reaches train.sft_min_reward={cfg.sft_min_reward}" if objective == "sft" else "every group had zero reward variance"
+        why = row_filter.nothing_left(cfg) if row_filter is not None else "every group had zero reward variance"
         raise ConfigError(f"nothing to train on: {why}", f"in {', '.join(cfg.inputs)}", "sample more prompts or relax the filter")
     return rows, refs
 
@@ -341,15 +347,16 @@ def optimizer_step(
 
 def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True, replay: bool = False) -> TrainSummary:
     from rladctl.models.identity import model_identity
-    from rladctl.objectives import NEEDS_TEACHER, get_objective
+    from rladctl.objectives import get_objective, get_objective_record
 
     cfg: TrainConfig = recipe.train
     obj_cfg = recipe.objective
-    objective_fn = get_objective(obj_cfg.name)
+    objective = get_objective_record(obj_cfg.name)
+    objective_fn = get_objective(obj_cfg.name)  # the public entry point: a caller may wrap the loss (tests do)
     check_config(cfg)
     distributed.init(group_of_one=cfg.parallel == "fsdp")
     out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
-    rows, refs = load_rows(cfg, obj_cfg.name, obj_cfg.name in NEEDS_TEACHER)
+    rows, refs = load_rows(cfg, objective)
     start_identity = model_identity(cfg.model)
     fp = run_fingerprint(cfg, obj_cfg, refs, start_identity)
     if replay:
@@ -371,7 +378,7 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     global_start = load_start_optimizer(cfg, model, optimizer)
     model.train()
 
-    run = TrainRun(cfg, obj_cfg, out, partial, fp, model, tokenizer, optimizer, pad_id, manifest={
+    run = TrainRun(cfg, obj_cfg, objective, out, partial, fp, model, tokenizer, optimizer, pad_id, manifest={
         "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
         "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
         "optimizer_state": cfg.save_optimizer,
@@ -502,6 +509,7 @@ class TrainRun:
 
     cfg: TrainConfig
     obj_cfg: Any
+    objective: Any  # obj_cfg's registry record, rladctl.objectives.Objective
     out: Path
     partial: Path
     fp: str
@@ -522,8 +530,6 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
     A step whose loss or gradient norm is not finite changes no weight; ``max_bad_steps`` of them in
     a row, or one at the end, stop the run with the newest snapshot from before them named.
     """
-    from rladctl.objectives import kdrl_beta
-
     cfg, obj_cfg, optimizer = run.cfg, run.obj_cfg, run.optimizer
     horizon = cfg.total_steps or (global_start + len(steps))
     bad = 0
@@ -534,7 +540,7 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
             lr = lr_at(cfg, step, horizon)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_cfg = dataclasses.replace(obj_cfg, kl_beta=kdrl_beta(obj_cfg, step, horizon)) if obj_cfg.name == "kdrl" else obj_cfg
+            step_cfg = run.objective.config_at(obj_cfg, step, horizon)  # e.g. an annealed kl_beta
             t0 = time.perf_counter()
             m = optimizer_step(run.model, optimizer, objective_fn, step_cfg, rows, steps[k], fixed.old, fixed.ref, fixed.teacher, cfg, run.pad_id)
             finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # global values: every rank agrees
@@ -549,8 +555,7 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
                 m["sampler_old_gap"] = fixed.sampler_old_gap
             m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite,
                      dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
-            if obj_cfg.name == "kdrl":
-                m["kl_beta"] = step_cfg.kl_beta
+            m.update(run.objective.scheduled(obj_cfg, step, horizon))  # each scheduled value exactly, not a token mean
             metrics.append(m)
             bar.advance(1, m["tokens"])
             # A skipped step leaves the weights that gave the non-finite loss: never ship them as final.

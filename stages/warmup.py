@@ -42,11 +42,10 @@ def gold_completion(answer: str, prompt_cfg) -> str:
 
 def warmup(recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> WarmupSummary:
     """Train ``model_dir`` in place for ``steps`` AdamW steps on gold (prompt, answer) pairs."""
-    from rladctl.stages.rollout import prepare_prompts
-
     from rladctl.backends.logprobs import build_row_batch, sequence_logprobs
     from rladctl.models.loading import load_model
     from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.sampling import prepare_prompts
     from rladctl.store.checkpoint import save_checkpoint
     from rladctl.tasks.catalog import build_task
 

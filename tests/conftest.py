@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runner
 import forkserver
 import pytest
 
@@ -53,10 +54,9 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     GRPO/TRRD would not move a weight. The verifier is swapped for the parity of the completion's
     length, which is deterministic and splits most groups.
     """
+    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-
-    from rladctl.config import load_recipe
     from rladctl.tasks.catalog import GymTask
 
     root = tmp_path_factory.mktemp("shards")
@@ -74,14 +74,35 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m rladctl ARGS`` as its own process (exit codes and stderr as a user sees them).
+# Tests with one of these markers get real processes from run_cli (see there);
+# RLADCTL_TEST_IN_PROCESS=0 gives every test processes, to tell a runner problem from a product one.
+PROCESS_MARKERS = ("vllm",)
+_IN_PROCESS = True
 
-    The process is forked from a server that has imported torch and friends (tests/forkserver.py).
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the item's fixtures, which may call run_cli too."""
+    global _IN_PROCESS
+    wanted = os.environ.get("RLADCTL_TEST_IN_PROCESS", "1") != "0"
+    _IN_PROCESS = wanted and not any(item.get_closest_marker(name) for name in PROCESS_MARKERS)
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """``rladctl ARGS`` as a user runs it: its exit code, stdout and stderr (RLADCTL_QUIET set,
+    RLADCTL_DEBUG unset, unless ``env`` says otherwise).
+
+    It runs inside this process (tests/cli_runner.py), which sees what a process would and puts
+    back what the command changed. In a test marked ``vllm`` it is a real process, forked from a
+    server that imported torch once (tests/forkserver.py): vLLM starts worker processes and holds
+    GPU memory until its own process ends.
     """
-    full_env = dict(os.environ, RLADCTL_QUIET="1", **(env or {}))
-    full_env.pop("RLADCTL_DEBUG", None)
-    return forkserver.run(["-m", "rladctl", *args], env=full_env, cwd=cwd and str(cwd), timeout=timeout)
+    overrides = {"RLADCTL_QUIET": "1", "RLADCTL_DEBUG": None, **(env or {})}
+    if not _IN_PROCESS:
+        full_env = {k: v for k, v in {**os.environ, **overrides}.items() if v is not None}
+        return forkserver.run(["-m", "rladctl", *args], env=full_env, cwd=cwd and str(cwd), timeout=timeout)
+    return cli_runner.run(list(args), env=overrides, cwd=cwd, timeout=timeout)
 
 
 def sets(*pairs: str) -> list[str]:
@@ -114,11 +135,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How CLI processes started (tests/forkserver.py), and the fault suite's counts (tests/faults):
-    faults injected and recovered, bad inputs, rows lost."""
-    if forkserver.STATS:
-        terminalreporter.write_sep("-", "CLI processes")
-        terminalreporter.write_line(", ".join(f"{k}: {v}" for k, v in sorted(forkserver.STATS.items())))
+    """How CLI commands ran (tests/cli_runner.py in this process, tests/forkserver.py as processes),
+    and the fault suite's counts (tests/faults): faults injected and recovered, bad inputs, rows lost."""
+    forked, servers, fresh = (forkserver.STATS[k] for k in ("forked", "servers", "fresh"))
+    runs = [f"in this process: {cli_runner.STATS['in this process']}"] if cli_runner.STATS else []
+    runs += [f"processes forked: {forked} (from {servers} server{'s' * (servers != 1)})"] if forked else []
+    runs += [f"new interpreters: {fresh}"] if fresh else []
+    if runs:
+        terminalreporter.write_sep("-", "CLI runs (run_cli, run_faulted)")
+        terminalreporter.write_line(", ".join(runs))
     faultlib, catalogue = sys.modules.get("faultlib"), sys.modules.get("test_bad_input")
     stats = dict(faultlib.STATS) if faultlib else {}
     refused = [r for r in terminalreporter.stats.get("passed", []) if "test_bad_input.py::test_bad_input_is_refused" in r.nodeid]

@@ -1,11 +1,14 @@
-"""Run a CLI process without paying for its imports: a fork server for the test suite.
+"""Run a CLI process without paying for its imports: a fork server for the tests that need a process.
 
-Most of a refused or tiny rladctl command's time is importing torch, transformers and
-reasoning-gym (5-7 s on a CI core), and the suite starts a few hundred such processes. A server
-process imports those libraries once and forks a child per command. The child is a whole
-process as a user runs it: its own environment, working directory, argv, stdin from /dev/null,
-stdout and stderr to files, its own exit status (-N when killed by signal N). The server only
-imports: it never runs a torch op or starts a Python thread before forking.
+Most CLI tests run the command inside the test process (tests/cli_runner.py). The rest need a
+whole process: the fault tests patch the file system calls of the process they kill
+(tests/faults/inject.py), and vLLM starts workers and holds GPU memory until its process ends.
+Most of a tiny rladctl command's time in a new process is importing torch, transformers and
+reasoning-gym (5-7 s on a CI core), and the fault tests start dozens. A server process imports
+those libraries once and forks a child per command. The child is a whole process as a user runs
+it: its own environment, working directory, argv, stdin from /dev/null, stdout and stderr to
+files, its own exit status (-N when killed by signal N). The server only imports: it never runs a
+torch op or starts a Python thread before forking.
 
 What the server preloads is third-party only: rladctl, the stages and ``tests/faults/inject.py``
 are imported fresh by each child, so inject.py patches them before they bind anything. A server
@@ -27,6 +30,8 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from cli_runner import exit_code
 
 MAX_SERVERS = 3
 PRELOAD = (
@@ -77,7 +82,8 @@ class _Server:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(timeout=60)
-                raise subprocess.TimeoutExpired(argv, timeout, out.read_text(errors="replace"), err.read_text(errors="replace"))
+                raise subprocess.TimeoutExpired(argv, timeout, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace")) from None
             return subprocess.CompletedProcess(argv, code, out.read_text(errors="replace"), err.read_text(errors="replace"))
 
     def close(self) -> None:
@@ -123,15 +129,6 @@ def run(args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout
 # the server
 
 
-def _exit_code(exc: SystemExit) -> int:
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code
-    print(exc.code, file=sys.stderr)
-    return 1
-
-
 def _child(request: dict, private: list[int]) -> None:
     """Become the requested process; never returns."""
     code = 1
@@ -159,7 +156,7 @@ def _child(request: dict, private: list[int]) -> None:
                 runpy.run_path(argv[0], run_name="__main__")
             code = 0
         except SystemExit as exc:
-            code = _exit_code(exc)
+            code = exit_code(exc)
         except BaseException:  # noqa: BLE001 - as the interpreter does: print it, exit 1
             import traceback
 

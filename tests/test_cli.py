@@ -63,6 +63,7 @@ def rollout_args(models, out: Path, *extra: str) -> list[str]:
 
 
 def test_help_is_fast_and_lists_every_command_with_its_summary():
+    # A new interpreter each time: what a user waits for is the start of a process.
     env = dict(os.environ, **WIDE)
     best, done = float("inf"), None
     for _ in range(3):
@@ -79,10 +80,11 @@ def test_help_is_fast_and_lists_every_command_with_its_summary():
 
 
 def test_importing_the_cli_and_rendering_help_loads_no_ml_library():
+    # A new interpreter: this process imported torch long ago.
     script = (
         "import json, sys\n"
         "import rladctl.cli as cli\n"
-        "heavy = %r\n"
+        f"heavy = {HEAVY!r}\n"
         "on_import = [m for m in heavy if m in sys.modules]\n"
         "for argv in [['--help']] + [[name, '--help'] for name in cli.typer.main.get_command(cli.app).commands]:\n"
         "    sys.argv = ['rladctl', *argv]\n"
@@ -91,7 +93,7 @@ def test_importing_the_cli_and_rendering_help_loads_no_ml_library():
         "    except SystemExit:\n"
         "        pass\n"
         "sys.stderr.write(json.dumps([on_import, [m for m in heavy if m in sys.modules]]))\n"
-    ) % (HEAVY,)
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     on_import, after_help = json.loads(done.stderr.splitlines()[-1])
@@ -154,7 +156,7 @@ def test_incomplete_input_artifact_is_refused(tmp_path, models):
 
     ArtifactWriter(tmp_path / "r", S.ROLLOUTS, "f" * 32).write_part(0, rollout_table())  # parts, no manifest
     done = run_cli("score-teacher", "--teacher", str(models["teacher"]), "--input", str(tmp_path / "r"), "--out", str(tmp_path / "s"))
-    assert_user_error(done, f"{tmp_path / 'r'} is incomplete (no manifest.json)", "re-run the stage that writes it")
+    assert_user_error(done, f"{tmp_path / 'r'} is incomplete (no _manifest.json)", "re-run the stage that writes it")
     assert not (tmp_path / "s" / MANIFEST).exists()
 
 
@@ -178,9 +180,8 @@ def test_prompt_longer_than_the_context(tmp_path, models):
 
 
 def test_a_different_run_is_refused_then_replaced_with_overwrite(tmp_path, models):
-    from rladctl.stages.rollout import run_rollout
-
     from rladctl.config import load_recipe
+    from rladctl.stages.rollout import run_rollout
 
     out = tmp_path / "r"
     args = rollout_args(models, out)
@@ -202,9 +203,7 @@ def test_a_different_run_is_refused_then_replaced_with_overwrite(tmp_path, model
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    env = dict(os.environ, RLADCTL_DEBUG="1", RLADCTL_QUIET="1")
-    done = subprocess.run([sys.executable, "-m", "rladctl", "rollout", "--set", "rollout.temprature=1"],
-                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    done = run_cli("rollout", "--set", "rollout.temprature=1", env={"RLADCTL_DEBUG": "1"}, cwd=tmp_path)
     assert done.returncode not in (0, 2)
     assert "Traceback (most recent call last)" in done.stderr
     assert "ConfigError: unknown recipe key 'rollout.temprature'" in done.stderr

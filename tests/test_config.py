@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -9,7 +10,10 @@ from typing import Any, Literal
 import pytest
 
 from rladctl.config import (
+    EngineConfig,
+    EvalConfig,
     RolloutConfig,
+    ScoreTeacherConfig,
     apply_override,
     build_recipe,
     coerce,
@@ -176,8 +180,11 @@ def test_unknown_key_names_the_file_and_suggests_the_close_match(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_recipe(path)
     assert one_line(exc) == f"unknown recipe key 'rollout.temprature', in {path}. did you mean 'temperature'?"
-    with pytest.raises(ConfigError, match=r"valid keys of \[rollout\]: model, out, backend"):
+    with pytest.raises(ConfigError) as exc:
         load_recipe(write(tmp_path, "[rollout]\nzzzzzz = 1\n"))
+    listed = one_line(exc).partition("valid keys of [rollout]: ")[2].rstrip(".").split(", ")
+    assert listed[:2] == ["backend", "dtype"] and listed[-3:] == ["batch_size", "prompts_per_part", "policy_step"]
+    assert sorted(listed) == sorted(f.name for f in dataclasses.fields(RolloutConfig))  # the engine keys first
 
 
 def test_unknown_table_and_a_top_level_scalar_are_refused(tmp_path):
@@ -263,3 +270,31 @@ def test_every_shipped_recipe_loads(path):
 def test_error_line_format(args, line):
     assert RladError(*args).line() == line
     assert str(RladError(*args)) == line
+
+
+ENGINE_KEYS = [
+    "backend", "dtype", "device", "trust_remote_code", "tensor_parallel_size", "gpu_memory_utilization",
+    "max_model_len", "enforce_eager", "fallback_to_hf",
+]
+
+
+def test_rollout_score_teacher_and_eval_share_one_engine_and_keep_their_keys():
+    """Manifests and fingerprints hash to_plain(table): the key sets must stay those recipes have always had."""
+    keys = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (RolloutConfig, ScoreTeacherConfig, EvalConfig)}
+    assert [f.name for f in dataclasses.fields(EngineConfig)] == ENGINE_KEYS
+    assert keys[RolloutConfig] - set(ENGINE_KEYS) == {
+        "model", "out", "split", "num_prompts", "prompt_offset", "group_size", "temperature", "top_p", "max_new_tokens",
+        "seed", "batch_size", "prompts_per_part", "policy_step",
+    }
+    assert keys[ScoreTeacherConfig] - set(ENGINE_KEYS) == {
+        "teacher", "input", "out", "temperature", "top_k", "micro_batch_tokens", "chunk_tokens",
+    }
+    assert keys[EvalConfig] - set(ENGINE_KEYS) == {
+        "models", "from_artifacts", "labels", "out", "pass_at", "n", "num_prompts", "temperature", "top_p",
+        "max_new_tokens", "seed", "threshold", "bootstrap", "batch_size",
+    }
+    recipe = load_recipe(None, ['eval.dtype="float32"', "eval.max_model_len=77", "rollout.enforce_eager=true"])
+    assert recipe.eval.engine() == {**to_plain(EngineConfig()), "dtype": "float32", "max_model_len": 77}
+    assert recipe.rollout.enforce_eager and not recipe.score_teacher.enforce_eager  # one declaration, three tables
+    with pytest.raises(ConfigError, match=r"recipe key 'eval.backend' is 'vlm', in --set eval.backend=vlm\. did you mean 'vllm'\?"):
+        load_recipe(None, ["eval.backend=vlm"])

@@ -180,14 +180,13 @@ def test_one_process_needs_no_process_group_and_owns_everything(monkeypatch):
 
 
 def test_vllm_under_torchrun_is_refused_with_a_pointer_to_tensor_parallelism(monkeypatch):
-    from rladctl.stages.rollout import check_backend_ranks
-
+    from rladctl.backends import check_ranks
     from rladctl.errors import ConfigError
 
-    monkeypatch.setattr("rladctl.backends.vllm.resolve_backend", lambda backend, fallback: backend)
+    monkeypatch.setattr("rladctl.backends.vllm.import_vllm", lambda: None)  # as if vllm were installed
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="run it as one process .* tensor_parallel_size"):
-        check_backend_ranks("vllm", False, "score-teacher")
-    check_backend_ranks("hf", False, "score-teacher")  # data-parallel hf is fine
+        check_ranks("vllm", False, "score-teacher")
+    check_ranks("hf", False, "score-teacher")  # data-parallel hf is fine
     monkeypatch.setenv("WORLD_SIZE", "1")
-    check_backend_ranks("vllm", False, "score-teacher")
+    check_ranks("vllm", False, "score-teacher")

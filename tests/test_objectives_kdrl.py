@@ -1,4 +1,4 @@
-"""kdrl_loss and kdrl_beta: hand-derived values, a per-token loop reference, invariants."""
+"""kdrl_loss, kdrl_beta and kdrl's per-step config: hand-derived values, a per-token loop reference, invariants."""
 
 import dataclasses
 
@@ -11,6 +11,7 @@ from rladctl.objectives import (
     Denominators,
     LossInputs,
     ObjectiveConfig,
+    get_objective_record,
     grpo_loss,
     kdrl_beta,
     kdrl_loss,
@@ -69,6 +70,21 @@ def test_beta_schedule():
     assert got == pytest.approx([5e-3, 4e-3, 3e-3, 2e-3, 1e-3, 1e-3, 1e-3], abs=1e-15)
     assert kdrl_beta(ObjectiveConfig(name="kdrl", kl_beta=2e-3), 3, 10) == 2e-3
     assert kdrl_beta(cfg, 0, 1) == 5e-3
+
+
+def test_the_record_anneals_kl_beta_per_step_and_logs_it():
+    # 5e-3 -> 1e-3 over 5 steps: step 0 (first) 5e-3, step 2 (middle) 3e-3, step 4 (last) 1e-3.
+    kdrl = get_objective_record("kdrl")
+    cfg = ObjectiveConfig(name="kdrl", kl_beta=5e-3, kl_beta_end=1e-3, alpha=0.7, ref_beta=0.01)
+    for step, beta in ((0, 5e-3), (2, 3e-3), (4, 1e-3)):
+        step_cfg = kdrl.config_at(cfg, step, 5)
+        assert step_cfg.kl_beta == kdrl_beta(cfg, step, 5) == pytest.approx(beta, abs=1e-15)
+        assert step_cfg == dataclasses.replace(cfg, kl_beta=step_cfg.kl_beta)  # nothing else changes
+        assert kdrl.scheduled(cfg, step, 5) == {"kl_beta": step_cfg.kl_beta}  # train logs it under "kl_beta"
+    assert kdrl.config_at(cfg, 0, 5) is not cfg and cfg.kl_beta == 5e-3  # the recipe's config is left alone
+    # A constant beta is logged too (train writes kl_beta on every kdrl step).
+    constant = ObjectiveConfig(name="kdrl", kl_beta=2e-3)
+    assert kdrl.scheduled(constant, 3, 10) == {"kl_beta": 2e-3} and kdrl.config_at(constant, 3, 10) == constant
 
 
 # ---- loop reference -------------------------------------------------------------------------

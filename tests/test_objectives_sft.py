@@ -1,15 +1,18 @@
-"""sft_loss: hand-derived values per aggregation mode, a loop reference, invariants."""
+"""sft_loss and sft's row filter: hand-derived values per aggregation mode, a loop reference, invariants."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
+from rladctl.config import TrainConfig
 from rladctl.objectives import (
     AGGREGATIONS,
     Denominators,
     LossInputs,
     ObjectiveConfig,
+    get_objective_record,
     sft_loss,
 )
 
@@ -91,3 +94,33 @@ def microbatch(x, rows, den):
     cut = {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
     cut = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in cut.items()}
     return LossInputs(**{**cut, "denominators": den})
+
+
+def test_the_row_filter_keeps_exactly_the_rows_that_reach_train_sft_min_reward():
+    rows = get_objective_record("sft").row_filter
+    rewards_B = np.array([0.0, 0.5, 1.0, 0.999, 1.0, 2.0])
+    prompt_ids_B = ["a", "a", "a", "b", "b", "b"]  # groups do not matter: a group may keep one row
+    got = rows.keep(rewards_B, prompt_ids_B, TrainConfig())  # default sft_min_reward = 1.0
+    assert got.dtype == bool and got.tolist() == [False, False, True, False, True, True]
+    # The threshold itself is kept (>=), and a group whose rewards all agree is not dropped.
+    got = rows.keep(rewards_B, prompt_ids_B, TrainConfig(sft_min_reward=0.5))
+    assert got.tolist() == [False, True, True, True, True, True]
+    assert rows.keep(np.zeros(3), ["c"] * 3, TrainConfig(sft_min_reward=0.0)).tolist() == [True] * 3
+    # train says "nothing to train on: <this>" when no row is kept
+    assert rows.nothing_left(TrainConfig(sft_min_reward=1.5)) == "no row reaches train.sft_min_reward=1.5"
+
+
+def test_train_keeps_the_rows_the_filter_keeps_and_says_so_when_none_is_left(shards):
+    from rladctl.errors import ConfigError
+    from rladctl.stages.train import load_rows
+
+    inputs = (str(shards["rollouts"]),)
+    every = load_rows(TrainConfig(inputs=inputs), get_objective_record("grpo"))[0].rewards  # [16], no filter
+    assert sorted(set(every.tolist())) == [0.0, 1.0]  # the fixture's parity rewards
+    for threshold in (0.0, 1.0):
+        rows, _ = load_rows(TrainConfig(inputs=inputs, sft_min_reward=threshold), get_objective_record("sft"))
+        assert rows.rewards.tolist() == every[every >= threshold].tolist() and rows.dropped_groups == 0
+    with pytest.raises(ConfigError) as info:
+        load_rows(TrainConfig(inputs=inputs, sft_min_reward=1.5), get_objective_record("sft"))
+    assert str(info.value) == (f"nothing to train on: no row reaches train.sft_min_reward=1.5, in {inputs[0]}. "
+                               "sample more prompts or relax the filter.")

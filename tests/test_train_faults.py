@@ -143,7 +143,7 @@ def test_a_huge_lr_stops_the_run_with_a_clear_message(shards, tmp_path):
 
 
 def test_an_lr_whose_update_overflows_stops_and_leaves_the_previous_checkpoint_intact(shards, tmp_path):
-    from rladctl.stages.train import TrainingDiverged
+    from rladctl.store.snapshots import TrainingDiverged
 
     out = tmp_path / "ckpt"
     train(shards, out, 'objective.name="grpo"')
@@ -176,7 +176,7 @@ def poison(monkeypatch, calls: set[int]) -> None:
 
 
 def test_a_single_non_finite_step_is_skipped_unless_it_is_the_last(shards, tmp_path, monkeypatch):
-    from rladctl.stages.train import TrainingDiverged
+    from rladctl.store.snapshots import TrainingDiverged
 
     poison(monkeypatch, {1, 7})  # calls 0-3: the first run's steps; 4-7: the second's
     summary = train(shards, tmp_path / "ckpt", 'objective.name="grpo"', "train.mini_batches=4")
@@ -191,7 +191,7 @@ def test_a_single_non_finite_step_is_skipped_unless_it_is_the_last(shards, tmp_p
 
 
 def test_consecutive_non_finite_steps_stop_and_name_the_last_good_snapshot(shards, tmp_path, monkeypatch):
-    from rladctl.stages.train import TrainingDiverged
+    from rladctl.store.snapshots import TrainingDiverged
 
     poison(monkeypatch, {2, 3, 4})
     with pytest.raises(TrainingDiverged, match=r"non-finite for 3 consecutive steps \(at step 5\).*step-000001"):

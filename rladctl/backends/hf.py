@@ -1,43 +1,31 @@
-"""Generation backends behind one small interface (DESIGN §5).
+"""The ``hf`` backend: transformers models on any torch device (DESIGN §5; the CPU default).
 
-``Generator.generate(prompts, params)`` takes token-id prompts (already repeated G times by the
-caller) and returns one ``Sample`` per prompt: completion ids, the sampler's log-prob of every
-sampled token, and the finish reason. ``hf`` is a batched, left-padded, KV-cached sampling loop
-over a transformers model; ``vllm`` wraps ``vllm.LLM``.
+``HFGenerator`` is a batched, left-padded, KV-cached sampling loop: token-id prompts (already
+repeated G times by the caller) in, one ``Sample`` per prompt out. The recorded log-prob is that of
+the distribution actually sampled: temperature-scaled logits, renormalised over the top-p nucleus
+when ``top_p < 1``.
 
-The recorded log-prob is that of the distribution actually sampled: temperature-scaled logits,
-renormalised over the top-p nucleus when ``top_p < 1``.
+``HFScorer`` gives the teacher's log-prob of every completion token: rows go through the model in
+micro-batches of similar length (fewer padded tokens) and log-probs are chunked, so no
+[tokens x vocab] float32 tensor exists.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-
-
-@dataclass
-class Sample:
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str  # schema.FINISH_STOP | schema.FINISH_LENGTH
-
-
-class Generator(Protocol):
-    name: str
-    version: str
-
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Sample]: ...
+from rladctl.backends.base import (
+    Backend,
+    BackendInfo,
+    Sample,
+    SamplingParams,
+    ScoringParams,
+    TopK,
+    eos_token_ids,
+)
 
 
 def sampling_logprobs(logits_BV: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -61,15 +49,24 @@ class HFGenerator:
     name = "hf"
 
     def __init__(self, model, tokenizer, eos_ids: list[int], batch_size: int = 64):
-        import transformers
-
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = sorted(set(eos_ids))
         self.batch_size = batch_size
-        self.version = transformers.__version__
+        self.version = _transformers_version()
+        self.info = BackendInfo(self.name, self.version, str(model.dtype))
+        self.context_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         # transformers 5.2x renamed past_key_values to cache; older releases (vLLM's pin) know only the first.
         self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    @classmethod
+    def load(cls, engine, model: str, *, batch_size: int, seed: int = 0) -> "HFGenerator":
+        """``model`` on ``engine.device`` (an EngineConfig); the seed goes with each call's SamplingParams."""
+        tokenizer, lm = _load(engine, model)
+        return cls(lm, tokenizer, eos_token_ids(lm, tokenizer), batch_size=batch_size)
+
+    def close(self) -> None:
+        """Nothing to stop: the model is an ordinary module (``rladctl run`` may keep it for the next stage)."""
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, on_batch=None) -> list[Sample]:
         gen = torch.Generator(device="cpu").manual_seed(params.seed)
@@ -158,12 +155,88 @@ def sample_inverse_cdf(logp_BV: torch.Tensor, uniform_B: torch.Tensor) -> torch.
     return torch.minimum(ids, last)
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
-    ids = []
-    gen_cfg = getattr(model, "generation_config", None)
-    for source in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(source, int):
-            ids.append(source)
-        elif source:
-            ids.extend(source)
-    return sorted(set(ids))
+# --------------------------------------------------------------------------------------------
+# teacher scoring
+
+
+class HFScorer:
+    """Teacher log-probs from a transformers causal LM (``score_rows``)."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, params: ScoringParams):
+        self.model, self.tokenizer, self.params = model, tokenizer, params
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.info = BackendInfo(self.name, _transformers_version(), str(model.dtype))
+
+    @classmethod
+    def load(cls, engine, model: str, params: ScoringParams) -> "HFScorer":
+        tokenizer, lm = _load(engine, model)
+        return cls(lm, tokenizer, params)
+
+    def score(self, prompts: list[list[int]], completions: list[list[int]], on_tokens=None):
+        return score_rows(self.model, prompts, completions, self.params, self.pad_id, on_batch=on_tokens)
+
+    def close(self) -> None:
+        """Nothing to stop (``rladctl run`` may keep the teacher for the next iteration)."""
+
+
+def score_rows(
+    model, prompts: list[list[int]], completions: list[list[int]], params: ScoringParams, pad_id: int, on_batch=None,
+):
+    """Teacher log-probs per row B (T floats each), and top-k ids/log-probs per row when params.top_k.
+
+    ``params`` needs temperature, top_k, micro_batch_tokens and chunk_tokens (a ScoreTeacherConfig
+    serves). ``on_batch(n)`` hears the completion tokens of each micro-batch as it is scored.
+    """
+    from rladctl.backends.logprobs import (
+        build_row_batch,
+        completion_hidden,
+        lm_head_logprobs,
+        output_head,
+        pass_overhead_tokens,
+        split_rows,
+        tight_length_buckets,
+        topk_logprobs,
+    )
+
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    out: list[Any] = [None] * len(prompts)
+    topk: list[TopK] = [None] * len(prompts)
+    w_VH = output_head(model)
+    overhead = pass_overhead_tokens(params.micro_batch_tokens, model.device)
+    with torch.inference_mode():
+        for rows in tight_length_buckets(lengths, params.micro_batch_tokens, overhead):
+            batch = build_row_batch([prompts[i] for i in rows], [completions[i] for i in rows], pad_id, model.device)
+            h_NH = completion_hidden(model, batch)  # one backbone pass serves log-probs and top-k
+            flat = lm_head_logprobs(h_NH, w_VH, batch.targets_N, params.temperature, params.chunk_tokens)
+            for i, values in zip(rows, split_rows(flat.cpu(), batch.lengths_B)):
+                out[i] = values.tolist()
+            if params.top_k:
+                ids, lps = topk_logprobs(h_NH, w_VH, params.top_k, params.temperature, params.chunk_tokens)
+                lengths_B = batch.lengths_B
+                for i, a, b in zip(rows, split_rows(ids.cpu(), lengths_B), split_rows(lps.cpu(), lengths_B)):
+                    topk[i] = (a.tolist(), b.tolist())
+            if on_batch:
+                on_batch(sum(batch.lengths_B))
+    return out, topk
+
+
+def _load(engine, model: str):
+    """(tokenizer, model) for ``model`` as ``engine`` (an EngineConfig) asks: dtype, device, remote code."""
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model, trust_remote_code=engine.trust_remote_code)
+    lm = load_model(model, dtype=engine.dtype, device=engine.device, trust_remote_code=engine.trust_remote_code)
+    return tokenizer, lm
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+BACKEND = Backend(name="hf", load_generator=HFGenerator.load, load_scorer=HFScorer.load)

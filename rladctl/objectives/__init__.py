@@ -1,64 +1,82 @@
-"""Objectives: pure tensor functions with one signature, chosen from one registry (DESIGN §4).
+"""Objectives: pure tensor functions with one signature, and one registry of records (DESIGN §4).
 
     from rladctl.objectives import LossInputs, ObjectiveConfig, get_objective
     out = get_objective(cfg.name)(LossInputs(...), cfg)   # out.loss, out.metrics
 
-Adding an objective: one module with ``fn(inputs: LossInputs, cfg: ObjectiveConfig) -> LossOutputs``
-and one line below (plus NEEDS_TEACHER if it reads teacher_logprobs).
+Each registry entry is an ``Objective`` record: the loss, and what the stages do around it (does
+train need teacher log-probs; who samples in `rladctl run`; which rows train keeps; which config
+fields change per optimizer step; the method label of `rladctl compare`). The stages ask
+``get_objective_record(name)`` and never name an objective.
+
+Adding an objective: one module with ``fn(inputs: LossInputs, cfg: ObjectiveConfig) -> LossOutputs``,
+one ``Objective(...)`` line below, and its test file. Another package can ``register`` its own.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from rladctl.objectives.base import (
     AGGREGATIONS,
+    OBJECTIVES,
     Denominators,
+    LossFn,
     LossInputs,
     LossOutputs,
+    Objective,
     ObjectiveConfig,
+    RewardThreshold,
+    RowFilter,
     aggregate,
+    register,
     unknown_name_error,
 )
 from rladctl.objectives.grpo import grpo_loss
-from rladctl.objectives.kdrl import kdrl_beta, kdrl_loss
+from rladctl.objectives.kdrl import kdrl_beta, kdrl_loss, kdrl_schedule
 from rladctl.objectives.sft import sft_loss
 from rladctl.objectives.trrd import trrd_loss
 
-Objective = Callable[[LossInputs, ObjectiveConfig], LossOutputs]
-
-OBJECTIVES: dict[str, Objective] = {
-    "grpo": grpo_loss,
-    "trrd": trrd_loss,
-    "kdrl": kdrl_loss,
-    "sft": sft_loss,
-}
-
-# Objectives that read teacher_logprobs: train refuses rollouts that were not teacher-scored.
-NEEDS_TEACHER = frozenset({"trrd", "kdrl"})
+# The paper's method, then its baselines: `rladctl compare` lists its methods in this order.
+register(
+    Objective(name="trrd", loss=trrd_loss, method="rlad", needs_teacher_logprobs=True),
+    Objective(name="grpo", loss=grpo_loss, method="grpo"),
+    Objective(name="kdrl", loss=kdrl_loss, method="kdrl", needs_teacher_logprobs=True, schedule=kdrl_schedule),
+    # Offline distillation: the teacher samples, and train keeps the rows it got right.
+    Objective(name="sft", loss=sft_loss, method="offline", sampler="teacher",
+              row_filter=RewardThreshold("sft_min_reward")),
+)
 
 
-def get_objective(name: str) -> Objective:
+def get_objective_record(name: str) -> Objective:
+    """The registry's record of objective ``name``; an unknown name lists the valid ones."""
     try:
         return OBJECTIVES[name]
     except KeyError:
         raise unknown_name_error("objective", name, OBJECTIVES, "in [objective] name") from None
 
 
+def get_objective(name: str) -> LossFn:
+    """The loss function of objective ``name``, for any trainer: ``get_objective_record(name).loss``."""
+    return get_objective_record(name).loss
+
+
 __all__ = [
     "AGGREGATIONS",
-    "NEEDS_TEACHER",
     "OBJECTIVES",
     "Denominators",
+    "LossFn",
     "LossInputs",
     "LossOutputs",
     "Objective",
     "ObjectiveConfig",
+    "RewardThreshold",
+    "RowFilter",
     "aggregate",
     "get_objective",
+    "get_objective_record",
     "grpo_loss",
     "kdrl_beta",
     "kdrl_loss",
+    "kdrl_schedule",
+    "register",
     "sft_loss",
     "trrd_loss",
 ]

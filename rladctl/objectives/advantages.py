@@ -7,7 +7,7 @@ taken in float64 so that groups of identical rewards are detected exactly.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -1,15 +1,23 @@
-"""What every objective takes and returns, and the one token-aggregation function (DESIGN §4).
+"""What every objective takes and returns, the record the registry keeps per objective, and the
+one token-aggregation function (DESIGN §4).
 
 Shapes: B rows (completions), T completion tokens (right-padded). Log-probs are those of the
 sampled token only. ``mask`` is 1 on completion tokens and 0 on padding; values at padded
 positions may be anything (even -inf or NaN): objectives never let them reach the loss or grad.
+
+The registry's table ``OBJECTIVES`` lives here, beside ``ObjectiveConfig`` which checks names
+against it, and ``rladctl/objectives/__init__.py`` fills it: this module, which every objective
+imports, never imports the objectives, so the package has no import cycle.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 
 from rladctl.errors import ConfigError, close_matches
@@ -38,7 +46,7 @@ CLAMP_MODES = ("hard", "straight_through")
 class ObjectiveConfig:
     """The [objective] recipe table. Plain field types only: a generic TOML loader fills it."""
 
-    name: str = "trrd"  # a key of rladctl.objectives.OBJECTIVES: grpo | trrd | kdrl | sft
+    name: str = "trrd"  # a key of rladctl.objectives.OBJECTIVES: trrd | grpo | kdrl | sft
     alpha: float = 0.5  # trrd: weight of the old policy in the anchor; 1 = GRPO, 0 = teacher only
     clamp: float = 1.0  # trrd: c, bound on |lp - lp_T| before the PPO clip (paper App. B)
     clamp_mode: Literal["hard", "straight_through"] = "hard"  # trrd: does the clamp stop the grad?
@@ -53,10 +61,6 @@ class ObjectiveConfig:
     max_completion_tokens: int = 0  # seq-mean-token-sum-norm divisor; 0 = the batch's T
 
     def __post_init__(self) -> None:
-        from rladctl.objectives import (
-            OBJECTIVES,  # late: the registry imports this module
-        )
-
         if self.name not in OBJECTIVES:
             raise unknown_name_error("objective", self.name, OBJECTIVES, "in [objective] name")
         if self.aggregation not in AGGREGATIONS:  # the loader checks Literals; direct callers too
@@ -92,11 +96,11 @@ class Denominators:
     num_seqs: float  # sequences with at least one completion token
 
     @classmethod
-    def of(cls, mask_BT: torch.Tensor) -> "Denominators":
+    def of(cls, mask_BT: torch.Tensor) -> Denominators:
         tokens_B = (mask_BT != 0).sum(-1)  # [B]
         return cls(float(tokens_B.sum()), float((tokens_B > 0).sum()))
 
-    def __add__(self, other: "Denominators") -> "Denominators":
+    def __add__(self, other: Denominators) -> Denominators:
         return Denominators(self.num_tokens + other.num_tokens, self.num_seqs + other.num_seqs)
 
 
@@ -172,3 +176,89 @@ def unknown_name_error(kind: str, name: str, valid, where: str) -> ConfigError:
     hint = close_matches(name, valid)
     listing = f"valid {kind}s: {', '.join(sorted(valid))}"
     return ConfigError(f"unknown {kind} '{name}'", where, f"{hint} {listing}" if hint else listing)
+
+
+# ---- the registry: per objective, what the stages around the loss must do -------------------------
+
+LossFn = Callable[[LossInputs, ObjectiveConfig], LossOutputs]
+# (cfg, step, total_steps) -> {ObjectiveConfig field: its value at 0-based optimizer step `step` of total_steps}
+Schedule = Callable[[ObjectiveConfig, int, int], dict[str, float]]
+SAMPLERS = ("student", "teacher")
+
+
+class RowFilter(Protocol):
+    """Which training rows an objective keeps, in place of train's default (drop the groups whose
+    rewards all agree, when train.drop_zero_std_groups). ``train_cfg`` is a rladctl.config.TrainConfig."""
+
+    def keep(self, rewards_B: np.ndarray, prompt_ids_B: Sequence, train_cfg: Any) -> np.ndarray:
+        """[B] bool, True for the rows to train on, over one artifact's rows."""
+        ...
+
+    def nothing_left(self, train_cfg: Any) -> str:
+        """Why no row was kept, for train's "nothing to train on" error."""
+        ...
+
+
+@dataclass(frozen=True)
+class RewardThreshold:
+    """A RowFilter: keep the rows whose reward reaches ``train.<key>`` (whatever their group)."""
+
+    key: str  # a [train] field, e.g. "sft_min_reward"
+
+    def keep(self, rewards_B: np.ndarray, prompt_ids_B: Sequence, train_cfg: Any) -> np.ndarray:
+        return rewards_B >= getattr(train_cfg, self.key)  # [B]
+
+    def nothing_left(self, train_cfg: Any) -> str:
+        return f"no row reaches train.{self.key}={getattr(train_cfg, self.key)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """One registry entry: the loss, and what the stages must do around it. The stages ask this
+    record (``rladctl.objectives.get_objective_record``); they never name an objective."""
+
+    name: str  # [objective] name in a recipe
+    loss: LossFn  # the pure tensor function
+    method: str  # its label in `rladctl compare` and on the results page
+    needs_teacher_logprobs: bool = False  # train refuses rollouts that score-teacher has not scored
+    sampler: Literal["student", "teacher"] = "student"  # who samples the rollouts in `rladctl run`
+    row_filter: RowFilter | None = None  # None: train's default (zero-variance groups dropped)
+    schedule: Schedule | None = None  # config fields that change per optimizer step, logged in the metrics
+
+    def __post_init__(self) -> None:
+        if not (self.name and self.method):
+            raise ValueError(f"objective {self.name!r}: name and method must be non-empty")
+        if not callable(self.loss):
+            raise ValueError(f"objective '{self.name}': loss must be fn(inputs, cfg) -> LossOutputs")
+        if self.sampler not in SAMPLERS:
+            raise unknown_name_error("sampler", self.sampler, SAMPLERS, f"for objective '{self.name}'")
+
+    @property
+    def needs_teacher_model(self) -> bool:
+        """`rladctl run` needs run.teacher: to score the student's rollouts, or to sample them."""
+        return self.needs_teacher_logprobs or self.sampler == "teacher"
+
+    def scheduled(self, cfg: ObjectiveConfig, step: int, total_steps: int) -> dict[str, float]:
+        """The scheduled config fields at 0-based optimizer ``step`` of ``total_steps`` ({} when none)."""
+        return {} if self.schedule is None else dict(self.schedule(cfg, step, total_steps))
+
+    def config_at(self, cfg: ObjectiveConfig, step: int, total_steps: int) -> ObjectiveConfig:
+        """``cfg`` for optimizer ``step``: its scheduled fields set; ``cfg`` itself when none are."""
+        changes = self.scheduled(cfg, step, total_steps)
+        return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+# Objective name -> record, in registration order; rladctl/objectives/__init__.py fills it.
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(*objectives: Objective) -> None:
+    """Add objectives to the registry (other people's too), all or none: a name or a method label
+    that is already taken is refused."""
+    names, methods = set(OBJECTIVES), {o.method for o in OBJECTIVES.values()}
+    for objective in objectives:
+        for kind, value, taken in (("name", objective.name, names), ("method", objective.method, methods)):
+            if value in taken:
+                raise ValueError(f"an objective with {kind} '{value}' is already registered")
+            taken.add(value)
+    OBJECTIVES.update((objective.name, objective) for objective in objectives)

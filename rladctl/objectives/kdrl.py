@@ -45,3 +45,8 @@ def kdrl_beta(cfg: ObjectiveConfig, step: int, total_steps: int) -> float:
         return cfg.kl_beta
     frac = min(max(step / (total_steps - 1), 0.0), 1.0)
     return cfg.kl_beta + frac * (cfg.kl_beta_end - cfg.kl_beta)
+
+
+def kdrl_schedule(cfg: ObjectiveConfig, step: int, total_steps: int) -> dict[str, float]:
+    """The registry's per-step config for kdrl: kl_beta annealed by ``kdrl_beta``."""
+    return {"kl_beta": kdrl_beta(cfg, step, total_steps)}

@@ -34,6 +34,22 @@ def trrd_loss(inputs: LossInputs, cfg: ObjectiveConfig) -> LossOutputs:
 
     Shapes: all log-probs and mask [B, T], advantages [B]. Needs teacher_logprobs.
     """
+    log_ratio_BT = trrd_log_ratio(inputs, cfg)
+    out = policy_loss(log_ratio_BT, inputs, cfg)
+    with torch.no_grad():
+        keep_BT = inputs.mask != 0
+        gap_BT = kept(inputs.student_logprobs, keep_BT) - kept(inputs.teacher_logprobs, keep_BT)  # [B, T]
+        out.metrics[base.TEACHER_CLAMP_FRAC] = masked_mean((gap_BT.abs() > cfg.clamp).double(), keep_BT)
+    return out
+
+
+def trrd_log_ratio(inputs: LossInputs, cfg: ObjectiveConfig) -> torch.Tensor:
+    """TRRD's per-token log-ratio, the only part of the loss that is TRRD's own (paper Eq. 3-5):
+
+        log r_it = alpha (lp - lp_old)_it + (1 - alpha) clamp(lp - lp_T, -c, c)_it      [B, T]
+
+    Zero on padding. ``rladctl inspect`` calls it too, so the ratio it shows is the loss's ratio.
+    """
     teacher_BT = require_teacher(inputs, "trrd")
     keep_BT = inputs.mask != 0
     lp_BT = kept(inputs.student_logprobs, keep_BT)  # [B, T]
@@ -42,8 +58,4 @@ def trrd_loss(inputs: LossInputs, cfg: ObjectiveConfig) -> LossOutputs:
     if cfg.clamp_mode == "straight_through":
         clamped_BT = gap_BT + (clamped_BT - gap_BT).detach()
     old_term_BT = lp_BT - kept(inputs.old_logprobs, keep_BT)  # [B, T] log(pi_S / pi_old)
-    log_ratio_BT = cfg.alpha * old_term_BT + (1.0 - cfg.alpha) * clamped_BT
-    out = policy_loss(log_ratio_BT, inputs, cfg)
-    with torch.no_grad():
-        out.metrics[base.TEACHER_CLAMP_FRAC] = masked_mean((gap_BT.abs() > cfg.clamp).double(), keep_BT)
-    return out
+    return cfg.alpha * old_term_BT + (1.0 - cfg.alpha) * clamped_BT

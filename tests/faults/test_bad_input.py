@@ -1,10 +1,11 @@
 """The bad-input catalogue: every command refuses every kind of user mistake the same way (DESIGN §7).
 
-Each case in ``CASES`` builds its inputs, runs the real CLI in a subprocess, and one check holds
-for all of them (``assert_refused``): exit code 2; exactly one stderr line ``error: ...`` that
-names what is wrong, where, and how to fix it (a regex per case); no traceback; nothing marked
-complete in the output directory; every input (artifacts, models, checkpoints) byte for byte as it
-was. ``len(CASES)`` is the size of the catalogue; every case carries its category and command.
+Each case in ``CASES`` builds its inputs, runs the real CLI (``run_cli``: inside the test process,
+with the exit code, stdout and stderr its own process would give), and one check holds for all of
+them (``assert_refused``): exit code 2; exactly one stderr line ``error: ...`` that names what is
+wrong, where, and how to fix it (a regex per case); no traceback; nothing marked complete in the
+output directory; every input (artifacts, models, checkpoints) byte for byte as it was.
+``len(CASES)`` is the size of the catalogue; every case carries its category and command.
 
 Bad Parquet inputs are corrupted copies of one small rollouts artifact and its scored copy, built
 once per module. Where a case needs the manifest to stay valid (so that the column or value check
@@ -17,9 +18,9 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,14 +58,14 @@ class Case:
     id: str
     category: str
     command: str
-    build: Callable[["Ctx"], Call]
+    build: Callable[[Ctx], Call]
 
 
 CASES: list[Case] = []
 
 
 def case(category: str, command: str):
-    def register(build: Callable[["Ctx"], Call]) -> Callable[["Ctx"], Call]:
+    def register(build: Callable[[Ctx], Call]) -> Callable[[Ctx], Call]:
         CASES.append(Case(build.__name__, category, command, build))
         return build
 
@@ -450,7 +451,7 @@ def rollout_jsonl_line_is_not_json(ctx):
 @case("prompt-too-long", "rollout")
 def rollout_prompt_is_longer_than_the_context(ctx):
     data = ctx.jsonl("long.jsonl", [{"question": "1" * 2100, "answer": "1"}])  # digits are one token each
-    return Call(rollout(ctx, *sets("task.name=file", f'task.path="{data}"', "task.eval_size=0", 'prompt.template="{question}"')),
+    return Call(rollout(ctx, "-n", "1", *sets("task.name=file", f'task.path="{data}"', "task.eval_size=0", 'prompt.template="{question}"')),
                 rf"prompt 0000000 has 21\d\d tokens; with max_new_tokens 4 it exceeds the context of 2048 tokens, of model {q(ctx.student)}\. "
                 r"lower max_new_tokens, shorten the prompt", ctx.tmp / "r", (data,))
 
@@ -787,10 +788,9 @@ def init_model_out_holds_a_model(ctx):
 def data(models, tmp_path_factory) -> dict[str, Path]:
     """One small rollouts artifact (4 prompts x G = 2, two parts), its scored copy, an artifact with
     no rows, and a checkpoint-shaped directory. Cases copy them before damaging anything."""
+    from rladctl.config import load_recipe
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
-
-    from rladctl.config import load_recipe
 
     root = tmp_path_factory.mktemp("bad-input")
     paths = {name: root / name for name in ("rollouts", "scored", "empty", "checkpoint")}

@@ -48,7 +48,9 @@ def assert_clean_failure(outcome, work: Path, reason: str) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_failed_write_is_one_line_and_a_rerun_recovers(stage, seed, models, shards, reference, tmp_path):
+def test_a_failed_write_is_one_line_and_a_rerun_recovers(
+    stage, seed, models, shards, reference, tmp_path,  # noqa: F811 (reference: test_kill's fixture)
+):
     events, want, _ = reference(stage)
     rng = random.Random(f"write-{stage}-{seed}")
     kind = ["enospc", "erofs"][seed % 2]
@@ -94,7 +96,9 @@ def fill(mount: Path, leave: int) -> Path:
 # Room left: enough for some of the stage's files but not all (a tmpfs counts whole 4 KiB pages). For train,
 # 1 MiB fails the weights (safetensors), 6 MiB the optimizer state after them (torch.save).
 @pytest.mark.parametrize(("stage", "room"), [("score-teacher", 8 * 1024), ("train", 1 << 20), ("train", 6 << 20)])
-def test_a_full_disk_stops_cleanly_and_a_rerun_with_room_recovers(stage, room, models, shards, reference, tmpfs):
+def test_a_full_disk_stops_cleanly_and_a_rerun_with_room_recovers(
+    stage, room, models, shards, reference, tmpfs,  # noqa: F811 (reference: test_kill's fixture)
+):
     _, want, _ = reference(stage)
     # A complete artifact on the same file system must come through untouched.
     kept = tmpfs / "kept"
