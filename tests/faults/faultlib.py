@@ -140,7 +140,7 @@ def rows_of(work: Path) -> set[tuple[str, int, int]]:
     import pyarrow.parquet as pq
 
     rows = set()
-    for manifest in Path(work).rglob("manifest.json"):
+    for manifest in Path(work).rglob("*manifest.json"):
         meta = json.loads(manifest.read_text())
         for part in meta.get("parts", []):
             table = pq.read_table(manifest.parent / part["file"], columns=["prompt_id", "sample_idx"])
@@ -154,7 +154,7 @@ def complete_things_are_intact(work: Path) -> list[str]:
     from rladctl.store.files import sha256_file
 
     problems = []
-    for manifest in Path(work).rglob("manifest.json"):
+    for manifest in Path(work).rglob("*manifest.json"):
         try:
             meta = json.loads(manifest.read_text())
         except ValueError:

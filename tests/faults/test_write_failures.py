@@ -128,5 +128,5 @@ def test_a_read_only_output_is_one_line_and_a_rerun_once_writable_completes(mode
     assert done.returncode == 2 and line and "Read-only file system" in line and str(out) in line, done.stderr
     subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
     again = run_faulted(args, tmpfs.parent / "elsewhere")
-    assert again.returncode == 0 and (out / "manifest.json").exists(), again.stderr
+    assert again.returncode == 0 and (out / "_manifest.json").exists(), again.stderr
     STATS["write failures recovered"] += 1
