@@ -105,7 +105,7 @@ def test_train_tokenizer_is_identical_in_a_fresh_process():
     import sys
 
     texts = TEXTS + ["the quick brown fox jumps over 13 lazy dogs", "ab ba abab baba"] * 20
-    code = "import json,sys; from rladctl.models import train_tokenizer as t; print(t(json.load(sys.stdin)).backend_tokenizer.to_str())"
+    code = "import json,sys; from rladctl.models.tokenizer import train_tokenizer as t; print(t(json.load(sys.stdin)).backend_tokenizer.to_str())"
     fresh = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == train_tokenizer(texts).backend_tokenizer.to_str()
 
@@ -366,7 +366,7 @@ def test_an_unreachable_hub_loads_cached_models_and_refuses_missing_ones_at_once
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
     env.update(HF_ENDPOINT="http://hub.invalid", HF_HUB_CACHE=str(tmp_path / "hub"), RLADCTL_QUIET="1")
     code = (
-        "from rladctl.models import load_model, load_tokenizer, model_identity\n"
+        "from rladctl.models.identity import model_identity\nfrom rladctl.models.loading import load_model\nfrom rladctl.models.tokenizer import load_tokenizer\n"
         "tok = load_tokenizer('org/tiny'); model = load_model('org/tiny', device='cpu')\n"
         "print(len(tok), type(model).__name__, model_identity('org/tiny')['revision'])\n"
         "load_model('org/not-cached')\n"
