@@ -44,7 +44,20 @@ def peak_mib(exact: bool) -> float:
 
 def measure_in_child(script: str, path: str, args: argparse.Namespace, save: Path) -> dict:
     """Run ``script --path PATH`` in a fresh process (its own peak memory) and read its JSON line."""
-    cmd = [sys.executable, script, "--path", path, "--save", str(save), "--tokens", str(args.tokens), "--vocab", str(args.vocab), "--hidden", str(args.hidden)]
+    cmd = [
+        sys.executable,
+        script,
+        "--path",
+        path,
+        "--save",
+        str(save),
+        "--tokens",
+        str(args.tokens),
+        "--vocab",
+        str(args.vocab),
+        "--hidden",
+        str(args.hidden),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RLADCTL_QUIET="1"))
     if done.returncode != 0:
         sys.exit(f"{path} run failed:\n{done.stderr}")
@@ -58,7 +71,9 @@ def memory_table(rows: dict[str, dict], setup: str) -> float:
     """
     print(f"{'path':<10}{'RSS before':>14}{'peak RSS':>14}{'extra':>14}{'seconds':>10}")
     for name, r in rows.items():
-        print(f"{name:<10}{r['before_mib']:>10,.0f} MiB{r['peak_mib']:>10,.0f} MiB{r['extra_mib']:>10,.0f} MiB{r['seconds']:>10.2f}")
+        print(
+            f"{name:<10}{r['before_mib']:>10,.0f} MiB{r['peak_mib']:>10,.0f} MiB{r['extra_mib']:>10,.0f} MiB{r['seconds']:>10.2f}"
+        )
     if not all(r["peak_reset"] for r in rows.values()):
         print(f"note: /proc/self/clear_refs not writable; peaks are lifetime ru_maxrss and may include {setup}")
     return rows["rladctl"]["extra_mib"] / rows["naive"]["extra_mib"]

@@ -26,7 +26,9 @@ from common import TASK  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-gpu-backends"), help="the model is saved here for vllm")
+    parser.add_argument(
+        "--workdir", default=os.path.join("/tmp", "rladctl-bench-gpu-backends"), help="the model is saved here for vllm"
+    )
     parser.add_argument("--preset", default="qwen3-0.6b")
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
     parser.add_argument("--prompts", type=int, default=32)
@@ -52,7 +54,9 @@ def build_model(args: argparse.Namespace, path: Path):
     tokenizer = load_tokenizer(path)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    config = Qwen3Config(**preset_config(args.preset), eos_token_id=eos, pad_token_id=pad, bos_token_id=eos, dtype="bfloat16")
+    config = Qwen3Config(
+        **preset_config(args.preset), eos_token_id=eos, pad_token_id=pad, bos_token_id=eos, dtype="bfloat16"
+    )
     torch.manual_seed(0)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
@@ -104,7 +108,10 @@ def main() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: benchmarks/gpu_backends.py needs a CUDA GPU and torch.cuda.is_available() is False. Run it on a GPU machine.", file=sys.stderr)
+        print(
+            "error: benchmarks/gpu_backends.py needs a CUDA GPU and torch.cuda.is_available() is False. Run it on a GPU machine.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     from rladctl.backends.hf import HFGenerator, eos_token_ids
     from rladctl.models.factory import count_params
@@ -113,9 +120,12 @@ def main() -> None:
     t0 = time.perf_counter()
     model, tokenizer = build_model(args, path)
     flat = prompt_ids(args, tokenizer)
-    print(f"{args.preset} ({count_params(args.preset) / 1e6:.0f}M parameters, random init, bf16) on {torch.cuda.get_device_name()}, "
-          f"built in {time.perf_counter() - t0:.0f} s; {args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, "
-          f"temperature 1; median of {args.repeats} after 1 warm-up", flush=True)
+    print(
+        f"{args.preset} ({count_params(args.preset) / 1e6:.0f}M parameters, random init, bf16) on {torch.cuda.get_device_name()}, "
+        f"built in {time.perf_counter() - t0:.0f} s; {args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, "
+        f"temperature 1; median of {args.repeats} after 1 warm-up",
+        flush=True,
+    )
     print(f"{'backend':8s} {'version':12s} {'tokens':>8s} {'seconds':>8s} {'tok/s':>9s} {'vs hf':>6s}", flush=True)
     hf_rate = None
     if "hf" in args.backends:
@@ -135,8 +145,15 @@ def run_vllm(args: argparse.Namespace, path: Path, flat: list[list[int]], hf_rat
     from rladctl.config import load_recipe
     from rladctl.errors import MissingDependencyError
 
-    cfg = load_recipe(None, [f'rollout.model="{path}"', 'rollout.dtype="bfloat16"', f"rollout.gpu_memory_utilization={args.gpu_memory_utilization}",
-                             f"rollout.max_model_len={max(len(p) for p in flat) + args.max_new_tokens}"]).rollout
+    cfg = load_recipe(
+        None,
+        [
+            f'rollout.model="{path}"',
+            'rollout.dtype="bfloat16"',
+            f"rollout.gpu_memory_utilization={args.gpu_memory_utilization}",
+            f"rollout.max_model_len={max(len(p) for p in flat) + args.max_new_tokens}",
+        ],
+    ).rollout
     try:
         generator = VLLMGenerator.load(cfg, cfg.model, batch_size=cfg.batch_size, seed=cfg.seed)
     except MissingDependencyError as exc:
@@ -144,7 +161,10 @@ def run_vllm(args: argparse.Namespace, path: Path, flat: list[list[int]], hf_rat
         return
     tokens, seconds = time_generate(generator, flat, args)
     ratio = f"{tokens / seconds / hf_rate:5.2f}x" if hf_rate else "-"
-    print(f"{'vllm':8s} {generator.version:12s} {tokens:8d} {seconds:8.2f} {tokens / seconds:9.0f} {ratio:>6s}", flush=True)
+    print(
+        f"{'vllm':8s} {generator.version:12s} {tokens:8d} {seconds:8.2f} {tokens / seconds:9.0f} {ratio:>6s}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":  # vLLM starts worker processes (spawn once CUDA is initialised)

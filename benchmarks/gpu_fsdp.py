@@ -30,15 +30,21 @@ TASK = ["task.name=chain_sum", 'prompt.template="{metadata[expression]} ="', 'pr
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-gpu-fsdp"), help="model, rows and checkpoints go here")
+    parser.add_argument(
+        "--workdir", default=os.path.join("/tmp", "rladctl-bench-gpu-fsdp"), help="model, rows and checkpoints go here"
+    )
     parser.add_argument("--preset", default="qwen3-0.6b")
     parser.add_argument("--prompts", type=int, default=4, help="P")
     parser.add_argument("--group", type=int, default=4, help="G samples per prompt")
     parser.add_argument("--tokens", type=int, default=4096, help="completion tokens per row")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps (mini-batches of one epoch)")
-    parser.add_argument("--micro-batch-tokens", type=int, default=8448, help="padded tokens per forward/backward (default: 2 rows)")
+    parser.add_argument(
+        "--micro-batch-tokens", type=int, default=8448, help="padded tokens per forward/backward (default: 2 rows)"
+    )
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--parallel", nargs="+", default=["fsdp"], choices=["fsdp", "ddp"], help="ddp on one process = no wrapper")
+    parser.add_argument(
+        "--parallel", nargs="+", default=["fsdp"], choices=["fsdp", "ddp"], help="ddp on one process = no wrapper"
+    )
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to smoke-test this script")
     return parser.parse_args()
 
@@ -67,7 +73,13 @@ def build_rows(args: argparse.Namespace, model: Path, path: Path) -> Path:
     from rladctl.store import schema as S
     from rladctl.store.artifacts import ArtifactWriter, fingerprint
 
-    described = {"bench": "gpu_fsdp", "prompts": args.prompts, "group": args.group, "tokens": args.tokens, "model": model_identity(model).get("weights_hash")}
+    described = {
+        "bench": "gpu_fsdp",
+        "prompts": args.prompts,
+        "group": args.group,
+        "tokens": args.tokens,
+        "model": model_identity(model).get("weights_hash"),
+    }
     writer = ArtifactWriter(path, S.SCORED, fingerprint(described), overwrite=True)
     if writer.complete:
         return path
@@ -77,12 +89,20 @@ def build_rows(args: argparse.Namespace, model: Path, path: Path) -> Path:
     ids = lambda length: rng.integers(3, vocab, length).astype(np.int32).tolist()  # noqa: E731
     logprobs = lambda: (-rng.exponential(2.0, args.tokens)).astype(np.float32).tolist()  # noqa: E731
     cols = {
-        S.PROMPT_ID: [f"p{i // args.group}" for i in range(n)], S.SAMPLE_IDX: [i % args.group for i in range(n)],
-        S.TASK: ["synthetic"] * n, S.TASK_METADATA: [json.dumps({})] * n, S.PROMPT: [""] * n,
-        S.PROMPT_TOKEN_IDS: [ids(64) for _ in range(n)], S.COMPLETION: [""] * n,
-        S.COMPLETION_TOKEN_IDS: [ids(args.tokens) for _ in range(n)], S.SAMPLER_LOGPROBS: [logprobs() for _ in range(n)],
-        S.FINISH_REASON: [S.FINISH_LENGTH] * n, S.REWARD: [float(i % 2) for i in range(n)],  # every group splits
-        S.ANSWER: [""] * n, S.EXTRACTED: [""] * n, S.POLICY_STEP: [0] * n,
+        S.PROMPT_ID: [f"p{i // args.group}" for i in range(n)],
+        S.SAMPLE_IDX: [i % args.group for i in range(n)],
+        S.TASK: ["synthetic"] * n,
+        S.TASK_METADATA: [json.dumps({})] * n,
+        S.PROMPT: [""] * n,
+        S.PROMPT_TOKEN_IDS: [ids(64) for _ in range(n)],
+        S.COMPLETION: [""] * n,
+        S.COMPLETION_TOKEN_IDS: [ids(args.tokens) for _ in range(n)],
+        S.SAMPLER_LOGPROBS: [logprobs() for _ in range(n)],
+        S.FINISH_REASON: [S.FINISH_LENGTH] * n,
+        S.REWARD: [float(i % 2) for i in range(n)],  # every group splits
+        S.ANSWER: [""] * n,
+        S.EXTRACTED: [""] * n,
+        S.POLICY_STEP: [0] * n,
         S.TEACHER_LOGPROBS: [logprobs() for _ in range(n)],
     }
     schema = S.scored_schema(0)
@@ -93,19 +113,29 @@ def build_rows(args: argparse.Namespace, model: Path, path: Path) -> Path:
 
 def train_once(args: argparse.Namespace, parallel: str, model: Path, rows: Path) -> dict:
     import torch
-    from rladctl.stages.train import run_train
 
     from rladctl import distributed
     from rladctl.config import load_recipe
+    from rladctl.stages.train import run_train
     from rladctl.store.checkpoint import read_metrics
 
     out = Path(args.workdir) / f"ckpt-{parallel}-{distributed.world_size()}"
-    recipe = load_recipe(None, [
-        f'train.model="{model}"', f'train.inputs=["{rows}"]', f'train.out="{out}"', f'train.parallel="{parallel}"',
-        f'train.device="{args.device}"', f"train.mini_batches={args.steps}", f"train.micro_batch_tokens={args.micro_batch_tokens}",
-        f"train.gradient_checkpointing={str(args.gradient_checkpointing).lower()}", "train.save_every=0", "train.lr=1e-6",
-        'objective.name="trrd"',
-    ])
+    recipe = load_recipe(
+        None,
+        [
+            f'train.model="{model}"',
+            f'train.inputs=["{rows}"]',
+            f'train.out="{out}"',
+            f'train.parallel="{parallel}"',
+            f'train.device="{args.device}"',
+            f"train.mini_batches={args.steps}",
+            f"train.micro_batch_tokens={args.micro_batch_tokens}",
+            f"train.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
+            "train.save_every=0",
+            "train.lr=1e-6",
+            'objective.name="trrd"',
+        ],
+    )
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
@@ -116,9 +146,13 @@ def train_once(args: argparse.Namespace, parallel: str, model: Path, rows: Path)
     metrics = read_metrics(out)
     rates = [m["tokens_per_s"] for m in metrics[1:]] or [m["tokens_per_s"] for m in metrics]
     return {
-        "parallel": parallel, "steps": len(metrics), "tokens_per_step": metrics[0]["tokens"],
-        "tokens_per_s": statistics.median(rates), "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
-        "seconds": seconds, "loss_last": metrics[-1]["loss"],
+        "parallel": parallel,
+        "steps": len(metrics),
+        "tokens_per_step": metrics[0]["tokens"],
+        "tokens_per_s": statistics.median(rates),
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+        "seconds": seconds,
+        "loss_last": metrics[-1]["loss"],
     }
 
 
@@ -128,8 +162,10 @@ def main() -> None:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("skipped: benchmarks/gpu_fsdp.py needs a CUDA GPU and torch.cuda.is_available() is False; "
-              "run it on a GPU machine (or pass --device cpu --preset tiny-1m --tokens 64 to smoke-test it).")
+        print(
+            "skipped: benchmarks/gpu_fsdp.py needs a CUDA GPU and torch.cuda.is_available() is False; "
+            "run it on a GPU machine (or pass --device cpu --preset tiny-1m --tokens 64 to smoke-test it)."
+        )
         return
     from rladctl import distributed
     from rladctl.models.factory import count_params
@@ -146,13 +182,19 @@ def main() -> None:
         return
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     vocab = 151_936 if args.preset.startswith("qwen3") else None
-    print(f"{args.preset} ({count_params(args.preset, vocab or 320) / 1e6:.0f}M parameters, random init; fp32 weights, bf16 autocast on cuda) "
-          f"on {distributed.world_size()} x {where}, torch {torch.__version__}")
-    print(f"{args.prompts * args.group} rows of 64 + {args.tokens} tokens, {args.steps} steps, micro-batches of <= {args.micro_batch_tokens} padded tokens, "
-          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    print(
+        f"{args.preset} ({count_params(args.preset, vocab or 320) / 1e6:.0f}M parameters, random init; fp32 weights, bf16 autocast on cuda) "
+        f"on {distributed.world_size()} x {where}, torch {torch.__version__}"
+    )
+    print(
+        f"{args.prompts * args.group} rows of 64 + {args.tokens} tokens, {args.steps} steps, micro-batches of <= {args.micro_batch_tokens} padded tokens, "
+        f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}"
+    )
     print(f"{'parallel':<10}{'tokens/step':>12}{'tokens/s':>11}{'peak GiB':>10}{'run s':>8}")
     for r in results:
-        print(f"{r['parallel']:<10}{r['tokens_per_step']:>12,}{r['tokens_per_s']:>11,.0f}{r['peak_gib']:>10.2f}{r['seconds']:>8.1f}")
+        print(
+            f"{r['parallel']:<10}{r['tokens_per_step']:>12,}{r['tokens_per_s']:>11,.0f}{r['peak_gib']:>10.2f}{r['seconds']:>8.1f}"
+        )
 
 
 if __name__ == "__main__":

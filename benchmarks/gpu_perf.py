@@ -49,9 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--score-median", type=int, default=1024, help="score: median completion length")
     parser.add_argument("--score-max", type=int, default=8192, help="score: max_new_tokens (the clip)")
     parser.add_argument("--score-repeats", type=int, default=3)
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the GPU (H100 SXM: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the GPU (H100 SXM: 989)"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=("train", "score"))
-    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu" + a tiny preset: smoke-test the code
+    parser.add_argument(
+        "--device", default="cuda", help=argparse.SUPPRESS
+    )  # "cpu" + a tiny preset: smoke-test the code
     return parser.parse_args(argv)
 
 
@@ -122,26 +126,37 @@ class Clock:
 def train_rows(rows: int, seq_len: int, vocab: int, seed: int):
     """``rows`` sequences of seq_len tokens (prompt 512 + completion) as the train stage's Rows."""
     import numpy as np
+
     from rladctl.stages.train import Rows
 
     rng = np.random.default_rng(seed)
     prompt_len = min(512, seq_len // 2)
     prompts = [rng.integers(1, vocab, prompt_len).tolist() for _ in range(rows)]
-    completions = [rng.integers(1, vocab, seq_len - prompt_len + 1).tolist() for _ in range(rows)]  # +1: the last predicts nothing
+    completions = [
+        rng.integers(1, vocab, seq_len - prompt_len + 1).tolist() for _ in range(rows)
+    ]  # +1: the last predicts nothing
     sampler = [(-rng.random(len(c)) * 4).tolist() for c in completions]
     teacher = [(-rng.random(len(c)) * 4).tolist() for c in completions]
     rewards = rng.random(rows)
-    return Rows(prompts=prompts, completions=completions, sampler=sampler, teacher=teacher, rewards=rewards,
-                advantages=(rewards - rewards.mean()) / (rewards.std() + 1e-6), dropped_groups=0, temperature=1.0)
+    return Rows(
+        prompts=prompts,
+        completions=completions,
+        sampler=sampler,
+        teacher=teacher,
+        rewards=rewards,
+        advantages=(rewards - rewards.mean()) / (rewards.std() + 1e-6),
+        dropped_groups=0,
+        temperature=1.0,
+    )
 
 
 def measure_train(model, n_params: int, seq_len: int, args, clock: Clock) -> dict:
     import numpy as np
     import torch
-    from rladctl.stages.train import optimizer_step
 
     from rladctl.config import TrainConfig
     from rladctl.objectives import ObjectiveConfig, get_objective
+    from rladctl.stages.train import optimizer_step
 
     rows = train_rows(args.rows, seq_len, model.config.vocab_size, seed=seq_len)
     cfg = TrainConfig(device=args.device, micro_batch_tokens=seq_len, dtype="auto")
@@ -170,7 +185,12 @@ def measure_train(model, n_params: int, seq_len: int, args, clock: Clock) -> dic
     peak = clock.peak_gib()
     optimizer.zero_grad(set_to_none=True)
     release(optimizer)
-    return {"tokens/s": rate, "mfu": 6 * n_params * rate / (args.peak_tflops * 1e12), "peak_gib": peak, "step_s": statistics.median(times)}
+    return {
+        "tokens/s": rate,
+        "mfu": 6 * n_params * rate / (args.peak_tflops * 1e12),
+        "peak_gib": peak,
+        "step_s": statistics.median(times),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +204,9 @@ def score_rollouts(args, vocab: int):
     prompts, completions = [], []
     for _ in range(args.prompts):
         prompt = rng.integers(1, vocab, rng.integers(128, 513)).tolist()
-        lengths = np.clip(np.round(args.score_median * rng.lognormal(0.0, 1.0, args.group)), 64, args.score_max).astype(int)
+        lengths = np.clip(np.round(args.score_median * rng.lognormal(0.0, 1.0, args.group)), 64, args.score_max).astype(
+            int
+        )
         for n in lengths:
             prompts.append(prompt)
             completions.append(rng.integers(1, vocab, n).tolist())
@@ -211,8 +233,14 @@ def measure_score(model, n_params: int, args, clock: Clock) -> dict:
     rate = positions / statistics.median(times)
     lens = sorted(len(c) for c in completions)
     return {
-        "tokens/s": rate, "completion tokens/s": sum(lens) / statistics.median(times), "mfu": 2 * n_params * rate / (args.peak_tflops * 1e12),
-        "peak_gib": clock.peak_gib(), "rows": len(prompts), "median_len": lens[len(lens) // 2], "max_len": lens[-1], "positions": positions,
+        "tokens/s": rate,
+        "completion tokens/s": sum(lens) / statistics.median(times),
+        "mfu": 2 * n_params * rate / (args.peak_tflops * 1e12),
+        "peak_gib": clock.peak_gib(),
+        "rows": len(prompts),
+        "median_len": lens[len(lens) // 2],
+        "max_len": lens[-1],
+        "positions": positions,
     }
 
 
@@ -225,7 +253,9 @@ def main(argv=None) -> int:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("gpu_perf: no CUDA device here (torch.cuda.is_available() is False); this benchmark needs a GPU. Nothing measured.")
+        print(
+            "gpu_perf: no CUDA device here (torch.cuda.is_available() is False); this benchmark needs a GPU. Nothing measured."
+        )
         return 0
     clock = Clock(args.device)
     name = torch.cuda.get_device_name() if clock.cuda else args.device
@@ -236,8 +266,11 @@ def main(argv=None) -> int:
         model = build_model(preset, args.device, train_dtype if "train" not in args.skip else torch.bfloat16)
         n = matmul_params(model)
         ckpt = args.checkpointing == "on" or (args.checkpointing == "auto" and n > 2e9)
-        print(f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters ({n / 1e9:.2f}B in matmuls), "
-              f"gradient checkpointing {'on' if ckpt else 'off'}", flush=True)
+        print(
+            f"{preset}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters ({n / 1e9:.2f}B in matmuls), "
+            f"gradient checkpointing {'on' if ckpt else 'off'}",
+            flush=True,
+        )
         if "train" not in args.skip:
             if ckpt:  # transformers 5.2x renamed gradient checkpointing to activation checkpointing
                 if hasattr(model, "activation_checkpointing_enable"):
@@ -271,11 +304,16 @@ def main(argv=None) -> int:
 
 def print_train_row(entry, args) -> None:
     preset, seq_len, ckpt, row = entry
-    label = f"train  {preset:<11} L={seq_len:<5} {args.rows} rows, {args.weights} weights, ckpt {'on' if ckpt else 'off'}"
+    label = (
+        f"train  {preset:<11} L={seq_len:<5} {args.rows} rows, {args.weights} weights, ckpt {'on' if ckpt else 'off'}"
+    )
     if row is None:
         print(f"{label}: OOM", flush=True)
     else:
-        print(f"{label}: {row['tokens/s']:>9,.0f} tok/s  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_gib']:6.1f} GiB  step {row['step_s']:.2f} s", flush=True)
+        print(
+            f"{label}: {row['tokens/s']:>9,.0f} tok/s  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_gib']:6.1f} GiB  step {row['step_s']:.2f} s",
+            flush=True,
+        )
 
 
 def print_score_row(entry, args) -> None:
@@ -283,8 +321,11 @@ def print_score_row(entry, args) -> None:
     if row is None:
         print(f"score  {preset:<11}: OOM", flush=True)
         return
-    print(f"score  {preset:<11} {row['rows']} rows (completion median {row['median_len']}, max {row['max_len']}; {row['positions']:,} positions): "
-          f"{row['tokens/s']:>9,.0f} tok/s ({row['completion tokens/s']:,.0f} completion tok/s)  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_gib']:6.1f} GiB", flush=True)
+    print(
+        f"score  {preset:<11} {row['rows']} rows (completion median {row['median_len']}, max {row['max_len']}; {row['positions']:,} positions): "
+        f"{row['tokens/s']:>9,.0f} tok/s ({row['completion tokens/s']:,.0f} completion tok/s)  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_gib']:6.1f} GiB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ VOCAB = 151_936
 GROUP = 8
 
 
-def make_artifact(out: Path, rows: int, tokens: int, seed: int = 0, rows_per_part: int = 256,
-                  model_dir: str | None = None) -> Path:
+def make_artifact(
+    out: Path, rows: int, tokens: int, seed: int = 0, rows_per_part: int = 256, model_dir: str | None = None
+) -> Path:
     """A complete scored artifact of ``rows`` completions of ``tokens`` tokens each (synthetic numbers)."""
     import pyarrow as pa
 
@@ -52,18 +53,26 @@ def make_artifact(out: Path, rows: int, tokens: int, seed: int = 0, rows_per_par
         lp_teacher = np.minimum(lp + rng.normal(0, 0.8, n * tokens), 0).astype(np.float32)
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * tokens)
         group = (start + np.arange(n)) // GROUP
-        table = pa.table({
-            S.PROMPT_ID: [f"p{g:05d}" for g in group],
-            S.SAMPLE_IDX: pa.array((start + np.arange(n)) % GROUP, pa.int32()),
-            S.TASK: ["synthetic"] * n, S.TASK_METADATA: ["{}"] * n,
-            S.PROMPT: [f"synthetic prompt {g}: what is {g} + {g}?" for g in group],
-            S.PROMPT_TOKEN_IDS: pa.array([[1, 2, 3]] * n, pa.list_(pa.int32())),
-            S.COMPLETION: ["(synthetic)"] * n, S.COMPLETION_TOKEN_IDS: _lists(offsets, ids),
-            S.SAMPLER_LOGPROBS: _lists(offsets, lp),
-            S.FINISH_REASON: [S.FINISH_LENGTH] * n, S.REWARD: pa.array(rng.integers(0, 2, n), pa.float32()),
-            S.ANSWER: ["0"] * n, S.EXTRACTED: ["0"] * n, S.POLICY_STEP: pa.array([0] * n, pa.int32()),
-            S.TEACHER_LOGPROBS: _lists(offsets, lp_teacher),
-        }, schema=S.scored_schema())
+        table = pa.table(
+            {
+                S.PROMPT_ID: [f"p{g:05d}" for g in group],
+                S.SAMPLE_IDX: pa.array((start + np.arange(n)) % GROUP, pa.int32()),
+                S.TASK: ["synthetic"] * n,
+                S.TASK_METADATA: ["{}"] * n,
+                S.PROMPT: [f"synthetic prompt {g}: what is {g} + {g}?" for g in group],
+                S.PROMPT_TOKEN_IDS: pa.array([[1, 2, 3]] * n, pa.list_(pa.int32())),
+                S.COMPLETION: ["(synthetic)"] * n,
+                S.COMPLETION_TOKEN_IDS: _lists(offsets, ids),
+                S.SAMPLER_LOGPROBS: _lists(offsets, lp),
+                S.FINISH_REASON: [S.FINISH_LENGTH] * n,
+                S.REWARD: pa.array(rng.integers(0, 2, n), pa.float32()),
+                S.ANSWER: ["0"] * n,
+                S.EXTRACTED: ["0"] * n,
+                S.POLICY_STEP: pa.array([0] * n, pa.int32()),
+                S.TEACHER_LOGPROBS: _lists(offsets, lp_teacher),
+            },
+            schema=S.scored_schema(),
+        )
         writer.write_part(index, table)
     writer.finalize(len(parts), model={"path": model_dir})
     return out
@@ -86,9 +95,20 @@ def fake_vocab(token_ids: np.ndarray, seed: int = 0) -> dict[int, str]:
 def chromium_load(page: Path, profile: Path, state: str = "") -> dict[str, float]:
     """(parsed, ready) seconds since navigation, as the page itself measured them; ``state`` is the
     page's address fragment (e.g. sort=disagreement&desc=1: sort every row before the first page)."""
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", "--window-size=1400,1000",
-           "--virtual-time-budget=60000", "--dump-dom", page.resolve().as_uri() + (f"#{state}" if state else "")]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=60000",
+        "--dump-dom",
+        page.resolve().as_uri() + (f"#{state}" if state else ""),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     body = re.search(r"<body([^>]*)>", done.stdout)
     attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1))) if body else {}
@@ -120,8 +140,13 @@ def main() -> None:
             insp.vocab = fake_vocab(insp.token_ids)  # the synthetic manifest names no tokenizer
             page = write_page(insp, select_rows(insp), root / f"inspect-{rows}x{tokens}.html")
             write_s = time.perf_counter() - started
-            cells = [f"{rows:,} x {tokens:,}", f"{page['tokens']:,}", f"{page['bytes'] / 2**20:.1f}",
-                     f"{page['bytes'] / page['tokens']:.2f}", f"{write_s:.1f}"]
+            cells = [
+                f"{rows:,} x {tokens:,}",
+                f"{page['tokens']:,}",
+                f"{page['bytes'] / 2**20:.1f}",
+                f"{page['bytes'] / page['tokens']:.2f}",
+                f"{write_s:.1f}",
+            ]
             if CHROMIUM.exists():
                 plain = chromium_load(Path(page["path"]), root / "profile")
                 ranked = chromium_load(Path(page["path"]), root / "profile", "sort=disagreement&desc=1")

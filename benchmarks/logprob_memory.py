@@ -36,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=4096, help="sampled tokens (rows of h)")
     parser.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (Qwen3's by default)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size")
-    parser.add_argument("--max-ratio", type=float, default=0.15, help="fail when rladctl extra / naive extra exceeds this")
+    parser.add_argument(
+        "--max-ratio", type=float, default=0.15, help="fail when rladctl extra / naive extra exceeds this"
+    )
     parser.add_argument("--summary", help="also write the result as JSON here (for benchmarks/run_all.py)")
     parser.add_argument("--path", choices=("naive", "rladctl"), help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--save", help=argparse.SUPPRESS)  # child: where to write log-probs and grads
@@ -93,7 +95,18 @@ def run_child(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - started
     peak = peak_mib(exact)
     np.savez(args.save, logp=logp_T.numpy(), grad_h=h_TH.grad.numpy(), grad_w=w_VH.grad.numpy())
-    print(json.dumps({"path": args.path, "before_mib": before, "peak_mib": peak, "extra_mib": peak - before, "seconds": seconds, "peak_reset": exact}))
+    print(
+        json.dumps(
+            {
+                "path": args.path,
+                "before_mib": before,
+                "peak_mib": peak,
+                "extra_mib": peak - before,
+                "seconds": seconds,
+                "peak_reset": exact,
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,18 +125,30 @@ def main(argv=None) -> int:
         naive, ours = np.load(Path(tmp) / "naive.npz"), np.load(Path(tmp) / "rladctl.npz")
         diff = {k: float(np.abs(naive[k] - ours[k]).max()) for k in ("logp", "grad_h", "grad_w")}
     full_gib = args.tokens * args.vocab * 4 / 2**30
-    print(f"log-probs of {args.tokens} sampled tokens + backward to h [{args.tokens} x {args.hidden}] and W [{args.vocab:,} x {args.hidden}], "
-          f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB")
+    print(
+        f"log-probs of {args.tokens} sampled tokens + backward to h [{args.tokens} x {args.hidden}] and W [{args.vocab:,} x {args.hidden}], "
+        f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB"
+    )
     print("rladctl: lm_head_logprobs defaults chunk_tokens=1024, chunk_vocab=32768")
     ratio = memory_table(rows, "setup")
     ok = ratio <= args.max_ratio
-    print(f"max |naive - rladctl|: log-prob {diff['logp']:.2e}, grad h {diff['grad_h']:.2e}, grad W {diff['grad_w']:.2e}")
+    print(
+        f"max |naive - rladctl|: log-prob {diff['logp']:.2e}, grad h {diff['grad_h']:.2e}, grad W {diff['grad_w']:.2e}"
+    )
     print(f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}")
     if args.summary:
         with open(args.summary, "w") as f:
-            json.dump({"benchmark": f"log-prob + backward memory, {args.tokens} tok x {args.vocab:,} vocab",
-                       "rladctl": f"{rows['rladctl']['extra_mib']:,.0f} MiB", "baseline": f"{rows['naive']['extra_mib']:,.0f} MiB (naive)",
-                       "ratio": f"{ratio:.3f}", "target": f"<= {args.max_ratio}", "ok": ok}, f)
+            json.dump(
+                {
+                    "benchmark": f"log-prob + backward memory, {args.tokens} tok x {args.vocab:,} vocab",
+                    "rladctl": f"{rows['rladctl']['extra_mib']:,.0f} MiB",
+                    "baseline": f"{rows['naive']['extra_mib']:,.0f} MiB (naive)",
+                    "ratio": f"{ratio:.3f}",
+                    "target": f"<= {args.max_ratio}",
+                    "ok": ok,
+                },
+                f,
+            )
     return 0 if ok else 1
 
 

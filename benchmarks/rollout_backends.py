@@ -27,7 +27,9 @@ from common import TASK  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-rollout-backends"), help="models are cached here")
+    parser.add_argument(
+        "--workdir", default=os.path.join("/tmp", "rladctl-bench-rollout-backends"), help="models are cached here"
+    )
     parser.add_argument("--presets", nargs="+", default=["tiny-10m", "tiny-50m"])
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
     parser.add_argument("--prompts", type=int, default=16)
@@ -59,7 +61,9 @@ def measure(args: argparse.Namespace, preset: str, backend: str) -> dict:
 
     model = Path(args.workdir) / preset
     rows = args.prompts * args.group
-    recipe = load_recipe(None, TASK + [f'rollout.model="{model}"', f'rollout.backend="{backend}"', f"rollout.batch_size={rows}"])
+    recipe = load_recipe(
+        None, TASK + [f'rollout.model="{model}"', f'rollout.backend="{backend}"', f"rollout.batch_size={rows}"]
+    )
     cfg = recipe.rollout
     started = time.perf_counter()
     generator = load_generator(cfg, cfg.model, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -78,8 +82,23 @@ def measure(args: argparse.Namespace, preset: str, backend: str) -> dict:
 
 
 def run_child(args: argparse.Namespace, preset: str, backend: str) -> dict:
-    argv = [sys.executable, __file__, "--one", preset, backend, "--workdir", args.workdir, "--prompts", str(args.prompts),
-            "--group", str(args.group), "--max-new-tokens", str(args.max_new_tokens), "--repeats", str(args.repeats)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--one",
+        preset,
+        backend,
+        "--workdir",
+        args.workdir,
+        "--prompts",
+        str(args.prompts),
+        "--group",
+        str(args.group),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, RLADCTL_QUIET="1"))
     if done.returncode:
         sys.exit(f"{preset}/{backend} failed:\n{done.stderr[-3000:]}")
@@ -96,9 +115,13 @@ def main() -> None:
     workdir = Path(args.workdir)
     for preset in args.presets:
         build_model(workdir, preset)
-    print(f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, temperature 1, float32 on CPU "
-          f"({os.cpu_count()} cores, torch {torch.__version__}); median of {args.repeats} after 1 warm-up")
-    print(f"{'model':10s} {'backend':8s} {'version':10s} {'load s':>7s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'vs hf':>6s}")
+    print(
+        f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, temperature 1, float32 on CPU "
+        f"({os.cpu_count()} cores, torch {torch.__version__}); median of {args.repeats} after 1 warm-up"
+    )
+    print(
+        f"{'model':10s} {'backend':8s} {'version':10s} {'load s':>7s} {'tokens':>7s} {'seconds':>8s} {'tok/s':>8s} {'vs hf':>6s}"
+    )
     for preset in args.presets:
         hf_rate = None
         for backend in args.backends:
@@ -108,8 +131,11 @@ def main() -> None:
             rate = run["tokens"] / run["seconds"]
             hf_rate = rate if result["backend"] == "hf" else hf_rate
             ratio = f"{rate / hf_rate:5.2f}x" if hf_rate else "-"
-            print(f"{preset:10s} {result['backend']:8s} {result['version']:10s} {result['load_s']:7.1f} {run['tokens']:7d} "
-                  f"{run['seconds']:8.2f} {rate:8.0f} {ratio:>6s}", flush=True)
+            print(
+                f"{preset:10s} {result['backend']:8s} {result['version']:10s} {result['load_s']:7.1f} {run['tokens']:7d} "
+                f"{run['seconds']:8.2f} {rate:8.0f} {ratio:>6s}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":  # vLLM starts worker processes (spawn)

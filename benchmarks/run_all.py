@@ -29,22 +29,36 @@ ORDER = ("train_step", "score_memory", "logprob_memory", "trl", "packing")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER), help="benchmarks to run")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for the timed benchmarks (0 = torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads for the timed benchmarks (0 = torch's default)"
+    )
     return parser.parse_args(argv)
 
 
 def from_train_step(out: str, _summary: dict | None) -> dict:
     medians = dict(re.findall(r"^(grpo|trrd)\s+([\d.]+)", out, re.M))
     ratio = float(re.search(r"trrd/grpo: ([\d.]+) \(ratio of medians\)", out).group(1))
-    return {"benchmark": "train step: trrd vs grpo (tiny-4m)", "rladctl": f"{medians['trrd']} ms (trrd)", "baseline": f"{medians['grpo']} ms (grpo)",
-            "ratio": f"{ratio:.3f}", "target": "<= 1.03", "ok": ratio <= 1.03}
+    return {
+        "benchmark": "train step: trrd vs grpo (tiny-4m)",
+        "rladctl": f"{medians['trrd']} ms (trrd)",
+        "baseline": f"{medians['grpo']} ms (grpo)",
+        "ratio": f"{ratio:.3f}",
+        "target": "<= 1.03",
+        "ok": ratio <= 1.03,
+    }
 
 
 def from_score_memory(out: str, _summary: dict | None) -> dict:
     extra = dict(re.findall(r"^(naive|rladctl)\s+[\d,]+ MiB\s+[\d,]+ MiB\s+([\d,]+) MiB", out, re.M))
     found = re.search(r"= ([\d.]+) \(limit ([\d.]+)\): (ok|FAIL)", out)
-    return {"benchmark": "score-teacher memory, 4096 tok x 151,936 vocab", "rladctl": f"{extra['rladctl']} MiB", "baseline": f"{extra['naive']} MiB (naive)",
-            "ratio": found.group(1), "target": f"<= {found.group(2)}", "ok": found.group(3) == "ok"}
+    return {
+        "benchmark": "score-teacher memory, 4096 tok x 151,936 vocab",
+        "rladctl": f"{extra['rladctl']} MiB",
+        "baseline": f"{extra['naive']} MiB (naive)",
+        "ratio": found.group(1),
+        "target": f"<= {found.group(2)}",
+        "ok": found.group(3) == "ok",
+    }
 
 
 def from_summary(_out: str, summary: dict | None) -> dict:
@@ -93,7 +107,10 @@ def main(argv=None) -> int:
             cmd, parse = table[name]
             rows.append(run_one(name, cmd, parse, summary))
     headers = ("benchmark", "rladctl", "baseline", "ratio", "target", "ok")
-    cells = [[str(r.get(h, "")) if h != "ok" else {True: "ok", False: "FAIL", None: "n/a"}[r.get("ok")] for h in headers] for r in rows]
+    cells = [
+        [str(r.get(h, "")) if h != "ok" else {True: "ok", False: "FAIL", None: "n/a"}[r.get("ok")] for h in headers]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))

@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=4096, help="completion tokens to score")
     parser.add_argument("--vocab", type=int, default=151_936, help="vocabulary size (Qwen3's by default)")
     parser.add_argument("--hidden", type=int, default=64, help="hidden size of the random model")
-    parser.add_argument("--max-ratio", type=float, default=0.15, help="fail when rladctl extra / naive extra exceeds this")
+    parser.add_argument(
+        "--max-ratio", type=float, default=0.15, help="fail when rladctl extra / naive extra exceeds this"
+    )
     parser.add_argument("--path", choices=("naive", "rladctl"), help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--save", help=argparse.SUPPRESS)  # child: where to write the log-probs
     return parser.parse_args(argv)
@@ -48,18 +50,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 # child: one path, one process
 
 
-
-
-
-
 def build_model(vocab: int, hidden: int):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=hidden // 2, max_position_embeddings=8192,
-        tie_word_embeddings=True, eos_token_id=0, pad_token_id=0, bos_token_id=0,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=hidden // 2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=0,
+        pad_token_id=0,
+        bos_token_id=0,
     )
     torch.manual_seed(0)
     return Qwen3ForCausalLM(config).eval()
@@ -103,7 +110,18 @@ def run_child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - started
     peak = peak_mib(exact)
     np.save(args.save, logp_T.numpy())
-    print(json.dumps({"path": args.path, "before_mib": before, "peak_mib": peak, "extra_mib": peak - before, "seconds": seconds, "peak_reset": exact}))
+    print(
+        json.dumps(
+            {
+                "path": args.path,
+                "before_mib": before,
+                "peak_mib": peak,
+                "extra_mib": peak - before,
+                "seconds": seconds,
+                "peak_reset": exact,
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,13 +142,19 @@ def main(argv=None) -> int:
         rows = {p: measure_in_child(__file__, p, args, Path(tmp) / f"{p}.npy") for p in ("naive", "rladctl")}
         diff = float(np.abs(np.load(Path(tmp) / "naive.npy") - np.load(Path(tmp) / "rladctl.npy")).max())
     full_gib = args.tokens * args.vocab * 4 / 2**30
-    print(f"scoring {args.tokens} completion tokens (+{PROMPT_TOKENS} prompt), vocab {args.vocab:,}, hidden {args.hidden}, "
-          f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB")
-    print(f"rladctl: chunk_tokens={cfg.chunk_tokens}, chunk_vocab=32768 (lm_head_logprobs default), micro_batch_tokens={cfg.micro_batch_tokens}")
+    print(
+        f"scoring {args.tokens} completion tokens (+{PROMPT_TOKENS} prompt), vocab {args.vocab:,}, hidden {args.hidden}, "
+        f"float32 on CPU; one [T x V] float32 tensor = {full_gib:.2f} GiB"
+    )
+    print(
+        f"rladctl: chunk_tokens={cfg.chunk_tokens}, chunk_vocab=32768 (lm_head_logprobs default), micro_batch_tokens={cfg.micro_batch_tokens}"
+    )
     ratio = memory_table(rows, "model construction")
     ok = ratio <= args.max_ratio
-    print(f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}; "
-          f"max |naive - rladctl| log-prob = {diff:.2e}")
+    print(
+        f"rladctl extra / naive extra = {ratio:.3f} (limit {args.max_ratio}): {'ok' if ok else 'FAIL'}; "
+        f"max |naive - rladctl| log-prob = {diff:.2e}"
+    )
     return 0 if ok else 1
 
 

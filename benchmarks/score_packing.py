@@ -33,10 +33,14 @@ import time
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="tiny-10m", help="rladctl.models preset of the teacher")
-    parser.add_argument("--vocab", type=int, default=512, help="vocabulary size (a tiny preset's tokenizer-sized vocabulary)")
+    parser.add_argument(
+        "--vocab", type=int, default=512, help="vocabulary size (a tiny preset's tokenizer-sized vocabulary)"
+    )
     parser.add_argument("--prompts", type=int, default=8, help="P prompts")
     parser.add_argument("--group", type=int, default=8, help="G completions per prompt")
-    parser.add_argument("--prompt-tokens", type=int, nargs=2, default=(32, 96), metavar=("MIN", "MAX"), help="prompt length range")
+    parser.add_argument(
+        "--prompt-tokens", type=int, nargs=2, default=(32, 96), metavar=("MIN", "MAX"), help="prompt length range"
+    )
     parser.add_argument("--median-tokens", type=int, default=160, help="median completion length")
     parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of completion lengths (tail weight)")
     parser.add_argument("--min-tokens", type=int, default=32)
@@ -59,7 +63,9 @@ def make_rows(args: argparse.Namespace) -> tuple[list[list[int]], list[list[int]
     prompts, completions = [], []
     for _ in range(args.prompts):
         prompt = rng.integers(1, args.vocab, rng.integers(args.prompt_tokens[0], args.prompt_tokens[1] + 1)).tolist()
-        lengths = np.clip(np.round(args.median_tokens * rng.lognormal(0.0, args.sigma, args.group)), args.min_tokens, args.max_tokens)
+        lengths = np.clip(
+            np.round(args.median_tokens * rng.lognormal(0.0, args.sigma, args.group)), args.min_tokens, args.max_tokens
+        )
         for n in lengths.astype(int):
             prompts.append(prompt)
             completions.append(rng.integers(1, args.vocab, n).tolist())
@@ -124,7 +130,10 @@ def main(argv=None) -> int:
     prompts, completions = make_rows(args)
     model = build_model(args)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    paths = {"naive": lambda: naive_scores(model, prompts, completions, args.batch_size), "rladctl": lambda: rladctl_scores(model, prompts, completions)}
+    paths = {
+        "naive": lambda: naive_scores(model, prompts, completions, args.batch_size),
+        "rladctl": lambda: rladctl_scores(model, prompts, completions),
+    }
 
     def timed(name: str):
         sync()
@@ -137,7 +146,7 @@ def main(argv=None) -> int:
     diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(results["naive"], results["rladctl"]))
     times: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(args.repeats):
-        for name in (("naive", "rladctl") if r % 2 == 0 else ("rladctl", "naive")):
+        for name in ("naive", "rladctl") if r % 2 == 0 else ("rladctl", "naive"):
             times[name].append(timed(name)[0])
 
     cfg = ScoreTeacherConfig()
@@ -146,28 +155,46 @@ def main(argv=None) -> int:
     real = sum(len(p) + len(c) - 1 for p, c in zip(prompts, completions))
     fixed = [list(range(b, min(b + args.batch_size, len(prompts)))) for b in range(0, len(prompts), args.batch_size)]
     overhead = pass_overhead_tokens(cfg.micro_batch_tokens, model.device)
-    buckets = tight_length_buckets([len(p) + len(c) for p, c in zip(prompts, completions)], cfg.micro_batch_tokens, overhead)  # as score_rows
-    print(f"model {args.preset} (vocab {args.vocab}) on {model.device} ({torch.get_num_threads()} threads), float32; "
-          f"{len(prompts)} rows = {args.prompts} prompts x G={args.group}, {tokens} completion tokens")
-    print(f"completion lengths: min {lens[0]}, median {lens[len(lens) // 2]}, p90 {lens[int(0.9 * len(lens))]}, max {lens[-1]} "
-          f"(log-normal, sigma {args.sigma}, clipped to [{args.min_tokens}, {args.max_tokens}])")
-    print(f"naive: {len(fixed)} batches of {args.batch_size} rows, {real / padded_tokens(prompts, completions, fixed):.0%} of padded positions real; "
-          f"rladctl: {len(buckets)} buckets (micro_batch_tokens={cfg.micro_batch_tokens}, overhead {overhead}), {real / padded_tokens(prompts, completions, buckets):.0%} real")
+    buckets = tight_length_buckets(
+        [len(p) + len(c) for p, c in zip(prompts, completions)], cfg.micro_batch_tokens, overhead
+    )  # as score_rows
+    print(
+        f"model {args.preset} (vocab {args.vocab}) on {model.device} ({torch.get_num_threads()} threads), float32; "
+        f"{len(prompts)} rows = {args.prompts} prompts x G={args.group}, {tokens} completion tokens"
+    )
+    print(
+        f"completion lengths: min {lens[0]}, median {lens[len(lens) // 2]}, p90 {lens[int(0.9 * len(lens))]}, max {lens[-1]} "
+        f"(log-normal, sigma {args.sigma}, clipped to [{args.min_tokens}, {args.max_tokens}])"
+    )
+    print(
+        f"naive: {len(fixed)} batches of {args.batch_size} rows, {real / padded_tokens(prompts, completions, fixed):.0%} of padded positions real; "
+        f"rladctl: {len(buckets)} buckets (micro_batch_tokens={cfg.micro_batch_tokens}, overhead {overhead}), {real / padded_tokens(prompts, completions, buckets):.0%} real"
+    )
     print(f"{args.repeats} interleaved repeats after 1 warm-up each")
     print(f"{'path':<10}{'median s':>10}{'min s':>9}{'max s':>9}{'tokens/s':>11}")
     speed = {}
     for name, values in times.items():
         speed[name] = tokens / statistics.median(values)
-        print(f"{name:<10}{statistics.median(values):>10.2f}{min(values):>9.2f}{max(values):>9.2f}{speed[name]:>11,.0f}")
+        print(
+            f"{name:<10}{statistics.median(values):>10.2f}{min(values):>9.2f}{max(values):>9.2f}{speed[name]:>11,.0f}"
+        )
     ratio = speed["rladctl"] / speed["naive"]
     ok = ratio >= args.min_speedup and diff <= 1e-4
     print(f"max |naive - rladctl| log-prob = {diff:.2e}")
     print(f"rladctl / naive tokens/s = {ratio:.2f}x (target >= {args.min_speedup}x): {'ok' if ok else 'FAIL'}")
     if args.summary:
         with open(args.summary, "w") as f:
-            json.dump({"benchmark": "score-teacher tokens/s, variable lengths", "rladctl": f"{speed['rladctl']:,.0f} tok/s",
-                       "baseline": f"{speed['naive']:,.0f} tok/s (padded batches of {args.batch_size})", "ratio": f"{ratio:.2f}x",
-                       "target": f">= {args.min_speedup}x", "ok": ok}, f)
+            json.dump(
+                {
+                    "benchmark": "score-teacher tokens/s, variable lengths",
+                    "rladctl": f"{speed['rladctl']:,.0f} tok/s",
+                    "baseline": f"{speed['naive']:,.0f} tok/s (padded batches of {args.batch_size})",
+                    "ratio": f"{ratio:.2f}x",
+                    "target": f">= {args.min_speedup}x",
+                    "ok": ok,
+                },
+                f,
+            )
     return 0 if ok else 1
 
 

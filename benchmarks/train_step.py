@@ -25,7 +25,9 @@ from common import TASK  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-train-step"), help="models and shards are cached here")
+    parser.add_argument(
+        "--workdir", default=os.path.join("/tmp", "rladctl-bench-train-step"), help="models and shards are cached here"
+    )
     parser.add_argument("--preset", default="tiny-4m", help="init-model preset of teacher and student")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=4, help="G completions per prompt")
@@ -39,11 +41,10 @@ def parse_args() -> argparse.Namespace:
 
 def build_shards(args: argparse.Namespace) -> tuple[Path, Path]:
     """Student and scored artifact under the workdir; every stage is a no-op when already done."""
-    from rladctl.stages.rollout import run_rollout
-    from rladctl.stages.score_teacher import run_score_teacher
-
     from rladctl.config import load_recipe
     from rladctl.models.factory import init_model
+    from rladctl.stages.rollout import run_rollout
+    from rladctl.stages.score_teacher import run_score_teacher
     from rladctl.tasks.catalog import build_task
 
     root = Path(args.workdir) / f"{args.preset}-p{args.prompts}-g{args.group}-t{args.max_new_tokens}"
@@ -52,14 +53,33 @@ def build_shards(args: argparse.Namespace) -> tuple[Path, Path]:
         texts = build_task(load_recipe(None, TASK).task).corpus(400)
         init_model(teacher, args.preset, texts=texts, vocab_size=320, seed=1, overwrite=True)
         init_model(student, args.preset, tokenizer=teacher, seed=0, overwrite=True)
-    run_rollout(load_recipe(None, TASK + [
-        f'rollout.model="{student}"', f'rollout.out="{root / "rollouts"}"', f"rollout.num_prompts={args.prompts}",
-        f"rollout.group_size={args.group}", f"rollout.max_new_tokens={args.max_new_tokens}", f'rollout.device="{args.device}"',
-    ]), overwrite=True)  # a cache from another rladctl version is rebuilt; a matching one stays a no-op
-    run_score_teacher(load_recipe(None, [
-        f'score_teacher.teacher="{teacher}"', f'score_teacher.input="{root / "rollouts"}"', f'score_teacher.out="{root / "scored"}"',
-        f'score_teacher.device="{args.device}"',
-    ]), overwrite=True)
+    run_rollout(
+        load_recipe(
+            None,
+            TASK
+            + [
+                f'rollout.model="{student}"',
+                f'rollout.out="{root / "rollouts"}"',
+                f"rollout.num_prompts={args.prompts}",
+                f"rollout.group_size={args.group}",
+                f"rollout.max_new_tokens={args.max_new_tokens}",
+                f'rollout.device="{args.device}"',
+            ],
+        ),
+        overwrite=True,
+    )  # a cache from another rladctl version is rebuilt; a matching one stays a no-op
+    run_score_teacher(
+        load_recipe(
+            None,
+            [
+                f'score_teacher.teacher="{teacher}"',
+                f'score_teacher.input="{root / "rollouts"}"',
+                f'score_teacher.out="{root / "scored"}"',
+                f'score_teacher.device="{args.device}"',
+            ],
+        ),
+        overwrite=True,
+    )
     return student, root / "scored"
 
 
@@ -68,18 +88,17 @@ def main() -> None:
     os.environ.setdefault("RLADCTL_QUIET", "1")
     import numpy as np
     import torch
+
+    from rladctl.config import load_recipe
+    from rladctl.models.loading import load_model
+    from rladctl.models.tokenizer import load_tokenizer
+    from rladctl.objectives import ObjectiveConfig, get_objective, get_objective_record
     from rladctl.stages.train import (
         flat_slices,
         load_rows,
         optimizer_step,
         row_logprobs,
     )
-
-    from rladctl.config import load_recipe
-    from rladctl.models.loading import load_model
-    from rladctl.models.tokenizer import load_tokenizer
-    from rladctl.objectives import get_objective_record
-    from rladctl.objectives import ObjectiveConfig, get_objective
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,12 +129,14 @@ def main() -> None:
             one_step(name)
     times: dict[str, list[float]] = {name: [] for name in objectives}
     for r in range(args.repeats):
-        for name in (("grpo", "trrd") if r % 2 == 0 else ("trrd", "grpo")):
+        for name in ("grpo", "trrd") if r % 2 == 0 else ("trrd", "grpo"):
             times[name].append(one_step(name))
 
     tokens = sum(len(c) for c in rows.completions)
-    print(f"model {args.preset} on {model.device} ({torch.get_num_threads()} threads), {len(rows)} rows, {tokens} completion tokens per step, "
-          f"{args.repeats} interleaved repeats after {args.warmup} warm-up steps each")
+    print(
+        f"model {args.preset} on {model.device} ({torch.get_num_threads()} threads), {len(rows)} rows, {tokens} completion tokens per step, "
+        f"{args.repeats} interleaved repeats after {args.warmup} warm-up steps each"
+    )
     print(f"{'objective':<10}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
     for name, values in times.items():
         print(f"{name:<10}{1e3 * statistics.median(values):>11.1f}{1e3 * min(values):>9.1f}{1e3 * max(values):>9.1f}")

@@ -46,11 +46,19 @@ STAGES = ("rollout", "score-teacher", "train")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default=os.path.join("/tmp", "rladctl-bench-trl"), help="models and run artifacts go here")
+    parser.add_argument(
+        "--workdir", default=os.path.join("/tmp", "rladctl-bench-trl"), help="models and run artifacts go here"
+    )
     parser.add_argument("--student", default="tiny-10m", help="rladctl.models preset of the student (trained by both)")
-    parser.add_argument("--teacher", default="tiny-10m", help="preset of the teacher rladctl scores with (its own seed)")
-    parser.add_argument("--teacher-dtype", default="bfloat16", choices=["float32", "bfloat16"],
-                        help="score_teacher.dtype (the teacher is frozen and only scores; the student stays float32)")
+    parser.add_argument(
+        "--teacher", default="tiny-10m", help="preset of the teacher rladctl scores with (its own seed)"
+    )
+    parser.add_argument(
+        "--teacher-dtype",
+        default="bfloat16",
+        choices=["float32", "bfloat16"],
+        help="score_teacher.dtype (the teacher is frozen and only scores; the student stays float32)",
+    )
     parser.add_argument("--prompts", type=int, default=2, help="P prompts per step")
     parser.add_argument("--group", type=int, default=8, help="G completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -59,12 +67,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per side first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--max-ratio", type=float, default=1.0, help="fail when rladctl / TRL time exceeds this")
-    parser.add_argument("--reward", default="parity", choices=["parity", "verifier"],
-                        help="parity: 1 when the completion's length in characters is odd, on both sides, so advantages are not all 0 "
-                             "(a random-init student never solves the task, and with the verifier every GRPO update is zero)")
-    parser.add_argument("--trl-bf16", action="store_true", help="GRPOConfig(bf16=True) for TRL: bf16 autocast in its generation and training")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra rladctl recipe override, e.g. train.recompute_old=false (repeatable)")
+    parser.add_argument(
+        "--reward",
+        default="parity",
+        choices=["parity", "verifier"],
+        help="parity: 1 when the completion's length in characters is odd, on both sides, so advantages are not all 0 "
+        "(a random-init student never solves the task, and with the verifier every GRPO update is zero)",
+    )
+    parser.add_argument(
+        "--trl-bf16",
+        action="store_true",
+        help="GRPOConfig(bf16=True) for TRL: bf16 autocast in its generation and training",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra rladctl recipe override, e.g. train.recompute_old=false (repeatable)",
+    )
     parser.add_argument("--summary", help="also write the result as JSON here (for benchmarks/run_all.py)")
     return parser.parse_args(argv)
 
@@ -84,14 +106,31 @@ def build_models(args: argparse.Namespace, task) -> tuple[Path, Path]:
 def run_recipe(args: argparse.Namespace, student: Path, teacher: Path, run_dir: Path, iterations: int):
     from rladctl.config import load_recipe
 
-    return load_recipe(None, TASK + [
-        f'run.dir="{run_dir}"', f'run.student="{student}"', f'run.teacher="{teacher}"', f"run.iterations={iterations}",
-        "objective.name=trrd", f"rollout.num_prompts={args.prompts}", f"rollout.group_size={args.group}",
-        f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.batch_size={args.prompts * args.group}",
-        "rollout.temperature=1.0", "rollout.top_p=1.0", 'rollout.device="cpu"', 'score_teacher.device="cpu"',
-        'train.device="cpu"', f"train.lr={args.lr}", "train.epochs=1", "train.mini_batches=1",
-        f'score_teacher.dtype="{args.teacher_dtype}"', *args.overrides,
-    ])
+    return load_recipe(
+        None,
+        TASK
+        + [
+            f'run.dir="{run_dir}"',
+            f'run.student="{student}"',
+            f'run.teacher="{teacher}"',
+            f"run.iterations={iterations}",
+            "objective.name=trrd",
+            f"rollout.num_prompts={args.prompts}",
+            f"rollout.group_size={args.group}",
+            f"rollout.max_new_tokens={args.max_new_tokens}",
+            f"rollout.batch_size={args.prompts * args.group}",
+            "rollout.temperature=1.0",
+            "rollout.top_p=1.0",
+            'rollout.device="cpu"',
+            'score_teacher.device="cpu"',
+            'train.device="cpu"',
+            f"train.lr={args.lr}",
+            "train.epochs=1",
+            "train.mini_batches=1",
+            f'score_teacher.dtype="{args.teacher_dtype}"',
+            *args.overrides,
+        ],
+    )
 
 
 class RladctlLoop:
@@ -106,7 +145,6 @@ class RladctlLoop:
 
     def iteration(self, i: int) -> None:
         from rladctl.stages.run import run_iteration
-
         from rladctl.store.checkpoint import read_metrics
 
         seconds = run_iteration(self.recipe, self.plan, i)
@@ -129,8 +167,12 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
 
     task, steps = build_task(recipe.task), args.warmup + args.repeats
     tokenizer = load_tokenizer(student)
-    prompts = prepare_prompts(task, recipe.prompt, tokenizer, "train", recipe.rollout.prompt_offset, steps * args.prompts)
-    data = Dataset.from_dict({"prompt": prompts.texts, "metadata": [json.dumps(item.metadata) for item in prompts.items]})
+    prompts = prepare_prompts(
+        task, recipe.prompt, tokenizer, "train", recipe.rollout.prompt_offset, steps * args.prompts
+    )
+    data = Dataset.from_dict(
+        {"prompt": prompts.texts, "metadata": [json.dumps(item.metadata) for item in prompts.items]}
+    )
 
     def reward(prompts, completions, metadata, **_):
         import rladctl.tasks.catalog as tasks  # looked up at call time: use_parity_reward may have replaced it
@@ -138,15 +180,37 @@ def trl_trainer(args: argparse.Namespace, recipe, student: Path, callback):
         answers = [tasks.extract_answer(c, recipe.prompt) for c in completions]
         return [task.score(json.loads(m), a) if a else 0.0 for m, a in zip(metadata, answers)]
 
-    config = GRPOConfig(bf16=args.trl_bf16,
-        output_dir=str(Path(args.workdir) / "trl"), per_device_train_batch_size=args.prompts * args.group,
-        gradient_accumulation_steps=1, num_generations=args.group, max_completion_length=args.max_new_tokens,
-        temperature=1.0, top_p=1.0, learning_rate=args.lr, beta=0.0, max_steps=steps, gradient_checkpointing=False,
-        use_cpu=True, shuffle_dataset=False, save_strategy="no", logging_strategy="no", report_to="none",
-        disable_tqdm=True, dataloader_num_workers=0, seed=0,
+    config = GRPOConfig(
+        bf16=args.trl_bf16,
+        output_dir=str(Path(args.workdir) / "trl"),
+        per_device_train_batch_size=args.prompts * args.group,
+        gradient_accumulation_steps=1,
+        num_generations=args.group,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        learning_rate=args.lr,
+        beta=0.0,
+        max_steps=steps,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        shuffle_dataset=False,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
     )
     model = AutoModelForCausalLM.from_pretrained(str(student), dtype=torch.float32)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[callback])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     generate = trainer._generate_and_score_completions  # private, but the one call that samples and scores
@@ -244,14 +308,24 @@ def report(args, loop: RladctlLoop, trl_times, trl_lengths, trl_generation, trl_
 
     timed = slice(args.warmup, None)
     ours = {k: statistics.median(t[k] for t in loop.times[timed]) for k in (*STAGES, "total")}
-    print(f"student {args.student} float32, teacher {args.teacher} {args.teacher_dtype} (rladctl only), on cpu ({torch.get_num_threads()} threads); "
-          f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, lr {args.lr}, reward {args.reward}"
-          f"{', TRL bf16=True' if args.trl_bf16 else ''}; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version or 'not available'}"
-          + (f"; rladctl overrides: {' '.join(args.overrides)}" if args.overrides else ""))
-    print(f"{args.repeats} timed iterations per side after {args.warmup} warm-up, alternating TRL step k / rladctl iteration k; medians")
-    print(f"rladctl completion tokens per iteration: {statistics.median(loop.tokens[timed]):.0f}" +
-          (f"; TRL mean completion length {statistics.median(trl_lengths[timed]):.1f} x {args.prompts * args.group} rows" if trl_lengths else ""))
+    print(
+        f"student {args.student} float32, teacher {args.teacher} {args.teacher_dtype} (rladctl only), on cpu ({torch.get_num_threads()} threads); "
+        f"{args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, lr {args.lr}, reward {args.reward}"
+        f"{', TRL bf16=True' if args.trl_bf16 else ''}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version or 'not available'}"
+        + (f"; rladctl overrides: {' '.join(args.overrides)}" if args.overrides else "")
+    )
+    print(
+        f"{args.repeats} timed iterations per side after {args.warmup} warm-up, alternating TRL step k / rladctl iteration k; medians"
+    )
+    print(
+        f"rladctl completion tokens per iteration: {statistics.median(loop.tokens[timed]):.0f}"
+        + (
+            f"; TRL mean completion length {statistics.median(trl_lengths[timed]):.1f} x {args.prompts * args.group} rows"
+            if trl_lengths
+            else ""
+        )
+    )
     print(f"{'':<34}{'median s':>10}{'min s':>9}{'max s':>9}")
     for k in (*STAGES, "total"):
         values = [t[k] for t in loop.times[timed]]
@@ -268,18 +342,29 @@ def report(args, loop: RladctlLoop, trl_times, trl_lengths, trl_generation, trl_
         if len(gen) == len(theirs):
             print(f"{'TRL generate + reward':<34}{statistics.median(gen):>10.2f}{min(gen):>9.2f}{max(gen):>9.2f}")
             rest = [t - g for t, g in zip(theirs, gen)]
-            print(f"{'TRL forward/backward + optimizer':<34}{statistics.median(rest):>10.2f}{min(rest):>9.2f}{max(rest):>9.2f}")
+            print(
+                f"{'TRL forward/backward + optimizer':<34}{statistics.median(rest):>10.2f}{min(rest):>9.2f}{max(rest):>9.2f}"
+            )
         print(f"{'TRL GRPOTrainer step':<34}{statistics.median(theirs):>10.2f}{min(theirs):>9.2f}{max(theirs):>9.2f}")
         ratio = ours["total"] / statistics.median(theirs)
         # The two samplers draw different completions, so one side may stop earlier by chance: the
         # verdict compares seconds per completion token, summed over the timed iterations.
-        our_tokens, their_tokens = sum(loop.tokens[timed]), sum(n * args.prompts * args.group for n in trl_lengths[timed])
+        our_tokens, their_tokens = (
+            sum(loop.tokens[timed]),
+            sum(n * args.prompts * args.group for n in trl_lengths[timed]),
+        )
         per_token = (sum(t["total"] for t in loop.times[timed]) / our_tokens) / (sum(theirs) / their_tokens)
         ok = per_token <= args.max_ratio
-        print(f"rladctl RLAD iteration / TRL GRPO step = {ratio:.2f}x per iteration (medians), "
-              f"{per_token:.2f}x per completion token ({our_tokens} vs {their_tokens:.0f} tokens); target <= {args.max_ratio}x per token: {'ok' if ok else 'FAIL'}")
-        summary = {"rladctl": f"{ours['total']:.2f} s/iter", "baseline": f"{statistics.median(theirs):.2f} s/step (TRL {trl_version})",
-                   "ratio": f"{ratio:.2f}x/iter, {per_token:.2f}x/token", "ok": ok}
+        print(
+            f"rladctl RLAD iteration / TRL GRPO step = {ratio:.2f}x per iteration (medians), "
+            f"{per_token:.2f}x per completion token ({our_tokens} vs {their_tokens:.0f} tokens); target <= {args.max_ratio}x per token: {'ok' if ok else 'FAIL'}"
+        )
+        summary = {
+            "rladctl": f"{ours['total']:.2f} s/iter",
+            "baseline": f"{statistics.median(theirs):.2f} s/step (TRL {trl_version})",
+            "ratio": f"{ratio:.2f}x/iter, {per_token:.2f}x/token",
+            "ok": ok,
+        }
     if args.summary:
         with open(args.summary, "w") as f:
             json.dump({"benchmark": "RLAD iteration vs TRL GRPO step", "target": f"<= {args.max_ratio}x", **summary}, f)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -31,7 +31,9 @@ app = typer.Typer(
 )
 
 RecipeArg = typer.Option(None, "--recipe", "-r", help="TOML recipe (one table per stage).", show_default=False)
-SetOpt = typer.Option([], "--set", "-s", help="Override any recipe key: table.key=value (repeatable).", show_default=False)
+SetOpt = typer.Option(
+    [], "--set", "-s", help="Override any recipe key: table.key=value (repeatable).", show_default=False
+)
 JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an output directory that holds a different run.")
 
@@ -67,7 +69,7 @@ def print_summary(title: str, summary: Any, as_json: bool) -> None:
     Console().print(table)
 
 
-def load(recipe: Optional[Path], pairs: dict[str, Any], extra: list[str]):
+def load(recipe: Path | None, pairs: dict[str, Any], extra: list[str]):
     from rladctl.config import load_recipe
 
     return load_recipe(recipe, overrides(pairs, extra))
@@ -82,19 +84,29 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 @app.command("init-model")
 def init_model_cmd(
-    out: Optional[Path] = typer.Argument(None, help="Directory to write the Hugging Face model to.", show_default=False),
+    out: Path | None = typer.Argument(None, help="Directory to write the Hugging Face model to.", show_default=False),
     preset: str = typer.Option("tiny-10m", "--preset", "-p", help="Size preset (see --list-presets)."),
-    tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Reuse this model's tokenizer (teacher and student must share one)."),
-    vocab_size: int = typer.Option(512, "--vocab-size", help="Vocabulary of the tokenizer trained from the task's text."),
+    tokenizer_from: Path | None = typer.Option(
+        None, "--tokenizer-from", help="Reuse this model's tokenizer (teacher and student must share one)."
+    ),
+    vocab_size: int = typer.Option(
+        512, "--vocab-size", help="Vocabulary of the tokenizer trained from the task's text."
+    ),
     corpus_size: int = typer.Option(2000, "--corpus-size", help="Task items used to train the tokenizer."),
     seed: int = typer.Option(0, "--seed", help="Seed for the weights (same seed, same bytes)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task whose text trains the tokenizer (recipe task.name)."),
-    recipe: Optional[Path] = RecipeArg,
+    task: str | None = typer.Option(
+        None, "--task", "-t", help="Task whose text trains the tokenizer (recipe task.name)."
+    ),
+    recipe: Path | None = RecipeArg,
     set_: list[str] = SetOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model directory."),
     list_presets: bool = typer.Option(False, "--list-presets", help="List the presets and their sizes, then exit."),
-    shrink_from: Optional[Path] = typer.Option(None, "--shrink-from", help="Cut the model from this one instead (depth pruning; see --keep-layers)."),
-    keep_layers: Optional[str] = typer.Option(None, "--keep-layers", help="With --shrink-from: comma-separated decoder layers to keep, e.g. 0,3."),
+    shrink_from: Path | None = typer.Option(
+        None, "--shrink-from", help="Cut the model from this one instead (depth pruning; see --keep-layers)."
+    ),
+    keep_layers: str | None = typer.Option(
+        None, "--keep-layers", help="With --shrink-from: comma-separated decoder layers to keep, e.g. 0,3."
+    ),
 ) -> None:
     """Build a tiny model with a locally trained tokenizer, or cut a student from a teacher.
 
@@ -117,27 +129,35 @@ def init_model_cmd(
         try:
             layers = [int(x) for x in (keep_layers or "").split(",") if x.strip()]
         except ValueError:
-            raise typer.BadParameter(f"'{keep_layers}' is not a comma-separated list of layer numbers", param_hint="--keep-layers") from None
+            raise typer.BadParameter(
+                f"'{keep_layers}' is not a comma-separated list of layer numbers", param_hint="--keep-layers"
+            ) from None
         path = shrink_model(shrink_from, out, layers, overwrite=overwrite)
         typer.echo(f"wrote {path} (layers {layers} of {shrink_from}; heal it with rladctl warmup)")
         return
     rec = load(recipe, {"task.name": task}, set_)
     texts = None if tokenizer_from else build_task(rec.task).corpus(corpus_size)
-    path = init_model(out, preset, tokenizer=tokenizer_from, texts=texts, vocab_size=vocab_size, seed=seed, overwrite=overwrite)
+    path = init_model(
+        out, preset, tokenizer=tokenizer_from, texts=texts, vocab_size=vocab_size, seed=seed, overwrite=overwrite
+    )
     vocab = json.loads((path / "config.json").read_text())["vocab_size"]
     typer.echo(f"wrote {path} ({preset}, {count_params(preset, vocab) / 1e6:.2f}M parameters, vocabulary {vocab})")
 
 
 @app.command()
 def rollout(
-    recipe: Optional[Path] = RecipeArg,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student model directory or hub id (rollout.model)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output artifact directory (rollout.out)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="reasoning-gym task name, or 'file' (task.name)."),
-    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", "-n", help="Prompts to sample (rollout.num_prompts)."),
-    group_size: Optional[int] = typer.Option(None, "--group-size", "-G", help="Completions per prompt (rollout.group_size)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="hf or vllm (rollout.backend)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (rollout.seed)."),
+    recipe: Path | None = RecipeArg,
+    model: str | None = typer.Option(None, "--model", "-m", help="Student model directory or hub id (rollout.model)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output artifact directory (rollout.out)."),
+    task: str | None = typer.Option(None, "--task", "-t", help="reasoning-gym task name, or 'file' (task.name)."),
+    num_prompts: int | None = typer.Option(
+        None, "--num-prompts", "-n", help="Prompts to sample (rollout.num_prompts)."
+    ),
+    group_size: int | None = typer.Option(
+        None, "--group-size", "-G", help="Completions per prompt (rollout.group_size)."
+    ),
+    backend: str | None = typer.Option(None, "--backend", help="hf or vllm (rollout.backend)."),
+    seed: int | None = typer.Option(None, "--seed", help="Sampling seed (rollout.seed)."),
     set_: list[str] = SetOpt,
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
@@ -148,21 +168,36 @@ def rollout(
     """
     from rladctl.stages.rollout import run_rollout
 
-    rec = load(recipe, {
-        "rollout.model": model, "rollout.out": out, "task.name": task, "rollout.num_prompts": num_prompts,
-        "rollout.group_size": group_size, "rollout.backend": backend, "rollout.seed": seed,
-    }, set_)
+    rec = load(
+        recipe,
+        {
+            "rollout.model": model,
+            "rollout.out": out,
+            "task.name": task,
+            "rollout.num_prompts": num_prompts,
+            "rollout.group_size": group_size,
+            "rollout.backend": backend,
+            "rollout.seed": seed,
+        },
+        set_,
+    )
     print_summary("rollout", run_rollout(rec, overwrite=overwrite), as_json)
 
 
 @app.command("score-teacher")
 def score_teacher(
-    recipe: Optional[Path] = RecipeArg,
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model directory or hub id (score_teacher.teacher)."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="Rollouts artifact to score (score_teacher.input)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output scored artifact (score_teacher.out)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Teacher temperature (score_teacher.temperature, default 1.0)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Also store the teacher's top-k per position (score_teacher.top_k)."),
+    recipe: Path | None = RecipeArg,
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="Teacher model directory or hub id (score_teacher.teacher)."
+    ),
+    input: str | None = typer.Option(None, "--input", "-i", help="Rollouts artifact to score (score_teacher.input)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output scored artifact (score_teacher.out)."),
+    temperature: float | None = typer.Option(
+        None, "--temperature", help="Teacher temperature (score_teacher.temperature, default 1.0)."
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="Also store the teacher's top-k per position (score_teacher.top_k)."
+    ),
     set_: list[str] = SetOpt,
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
@@ -173,23 +208,34 @@ def score_teacher(
     """
     from rladctl.stages.score_teacher import run_score_teacher
 
-    rec = load(recipe, {
-        "score_teacher.teacher": teacher, "score_teacher.input": input, "score_teacher.out": out,
-        "score_teacher.temperature": temperature, "score_teacher.top_k": top_k,
-    }, set_)
+    rec = load(
+        recipe,
+        {
+            "score_teacher.teacher": teacher,
+            "score_teacher.input": input,
+            "score_teacher.out": out,
+            "score_teacher.temperature": temperature,
+            "score_teacher.top_k": top_k,
+        },
+        set_,
+    )
     print_summary("score-teacher", run_score_teacher(rec, overwrite=overwrite), as_json)
 
 
 @app.command()
 def train(
-    recipe: Optional[Path] = RecipeArg,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Student to start from (train.model)."),
-    input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="Scored (or rollouts) artifact; repeatable (train.inputs)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (train.out)."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="trrd | grpo | kdrl | sft (objective.name)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="TRRD alpha; 1 = GRPO (objective.alpha)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (train.lr)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the last complete step of an interrupted run."),
+    recipe: Path | None = RecipeArg,
+    model: str | None = typer.Option(None, "--model", "-m", help="Student to start from (train.model)."),
+    input: list[str] | None = typer.Option(
+        None, "--input", "-i", help="Scored (or rollouts) artifact; repeatable (train.inputs)."
+    ),
+    out: str | None = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (train.out)."),
+    objective: str | None = typer.Option(None, "--objective", help="trrd | grpo | kdrl | sft (objective.name)."),
+    alpha: float | None = typer.Option(None, "--alpha", help="TRRD alpha; 1 = GRPO (objective.alpha)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (train.lr)."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Continue from the last complete step of an interrupted run."
+    ),
     set_: list[str] = SetOpt,
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
@@ -200,23 +246,40 @@ def train(
     """
     from rladctl.stages.train import run_train
 
-    rec = load(recipe, {
-        "train.model": model, "train.out": out, "objective.name": objective, "objective.alpha": alpha, "train.lr": lr,
-    } | ({"train.inputs": input} if input else {}), set_)
+    rec = load(
+        recipe,
+        {
+            "train.model": model,
+            "train.out": out,
+            "objective.name": objective,
+            "objective.alpha": alpha,
+            "train.lr": lr,
+        }
+        | ({"train.inputs": input} if input else {}),
+        set_,
+    )
     print_summary("train", run_train(rec, overwrite=overwrite, resume=resume), as_json)
 
 
 @app.command("eval")
 def eval_cmd(
-    recipe: Optional[Path] = RecipeArg,
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model to sample and score; repeat to compare (eval.models)."),
-    from_: Optional[list[str]] = typer.Option(None, "--from", help="Score existing rollouts/eval artifacts instead (eval.from_artifacts)."),
-    label: Optional[list[str]] = typer.Option(None, "--label", help="Row name per model in the tables (eval.labels)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (eval.out)."),
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task name (task.name); eval uses its held-out split."),
-    pass_at: Optional[int] = typer.Option(None, "--pass-at", "-k", help="K for Pass@k and Mean@k (eval.pass_at, default 32)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Samples per prompt, >= K (eval.n; default K)."),
-    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Held-out prompts (eval.num_prompts; default task.eval_size)."),
+    recipe: Path | None = RecipeArg,
+    model: list[str] | None = typer.Option(
+        None, "--model", "-m", help="Model to sample and score; repeat to compare (eval.models)."
+    ),
+    from_: list[str] | None = typer.Option(
+        None, "--from", help="Score existing rollouts/eval artifacts instead (eval.from_artifacts)."
+    ),
+    label: list[str] | None = typer.Option(None, "--label", help="Row name per model in the tables (eval.labels)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Report directory (eval.out)."),
+    task: str | None = typer.Option(None, "--task", "-t", help="Task name (task.name); eval uses its held-out split."),
+    pass_at: int | None = typer.Option(
+        None, "--pass-at", "-k", help="K for Pass@k and Mean@k (eval.pass_at, default 32)."
+    ),
+    n: int | None = typer.Option(None, "--n", help="Samples per prompt, >= K (eval.n; default K)."),
+    num_prompts: int | None = typer.Option(
+        None, "--num-prompts", help="Held-out prompts (eval.num_prompts; default task.eval_size)."
+    ),
     set_: list[str] = SetOpt,
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
@@ -227,7 +290,13 @@ def eval_cmd(
     """
     from rladctl.stages.evaluate import run_eval
 
-    pairs: dict[str, Any] = {"eval.out": out, "task.name": task, "eval.pass_at": pass_at, "eval.n": n, "eval.num_prompts": num_prompts}
+    pairs: dict[str, Any] = {
+        "eval.out": out,
+        "task.name": task,
+        "eval.pass_at": pass_at,
+        "eval.n": n,
+        "eval.num_prompts": num_prompts,
+    }
     for key, values in (("eval.models", model), ("eval.from_artifacts", from_), ("eval.labels", label)):
         if values:
             pairs[key] = values
@@ -253,8 +322,12 @@ def eval_cmd(
 
 @app.command("run")
 def run_cmd(
-    recipe: Path = typer.Argument(..., help="TOML recipe with [run], [rollout], [score_teacher], [train], [objective], [eval]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print the resolved plan; load no weights."),
+    recipe: Path = typer.Argument(
+        ..., help="TOML recipe with [run], [rollout], [score_teacher], [train], [objective], [eval]."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate the recipe and print the resolved plan; load no weights."
+    ),
     set_: list[str] = SetOpt,
     overwrite: bool = OverwriteOpt,
     as_json: bool = JsonOpt,
@@ -277,8 +350,8 @@ def run_cmd(
 @app.command()
 def warmup(
     model: Path = typer.Argument(..., help="Model directory to train in place (e.g. from init-model)."),
-    recipe: Optional[Path] = RecipeArg,
-    task: Optional[str] = typer.Option(None, "--task", "-t", help="Task whose gold answers to learn (task.name)."),
+    recipe: Path | None = RecipeArg,
+    task: str | None = typer.Option(None, "--task", "-t", help="Task whose gold answers to learn (task.name)."),
     steps: int = typer.Option(300, "--steps", help="Optimizer steps."),
     batch_size: int = typer.Option(64, "--batch-size", help="Prompts per step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine decay to 10%)."),
@@ -299,7 +372,7 @@ def warmup(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where models, the run and its report go."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="RLAD iterations (default: the demo recipe's)."),
+    iterations: int | None = typer.Option(None, "--iterations", help="RLAD iterations (default: the demo recipe's)."),
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -316,7 +389,9 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"rladctl demo: the student before and after RLAD ({summary.seconds:.0f} s)", title_justify="left")
+    table = Table(
+        title=f"rladctl demo: the student before and after RLAD ({summary.seconds:.0f} s)", title_justify="left"
+    )
     for column in ("student", *summary.before):
         table.add_column(column)
     for name, values in (("before", summary.before), ("after RLAD", summary.after)):
@@ -327,11 +402,16 @@ def demo(
 
 @app.command()
 def compare(
-    recipe: Path = typer.Argument(Path("recipes/demo.toml"), help="Recipe shared by every method (run.student/teacher empty = the demo's tiny pair)."),
+    recipe: Path = typer.Argument(
+        Path("recipes/demo.toml"),
+        help="Recipe shared by every method (run.student/teacher empty = the demo's tiny pair).",
+    ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per method (mean and spread over seeds)."),
-    methods: str = typer.Option("offline,grpo,kdrl,rlad", "--methods", help="Comma-separated: rlad, grpo, kdrl, offline."),
+    methods: str = typer.Option(
+        "offline,grpo,kdrl,rlad", "--methods", help="Comma-separated: rlad, grpo, kdrl, offline."
+    ),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Runs, evaluations and models go here."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results page to write (default: OUT/results.md)."),
+    results: Path | None = typer.Option(None, "--results", help="Results page to write (default: OUT/results.md)."),
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -349,14 +429,14 @@ def compare(
 @app.command("inspect")
 def inspect_cmd(
     artifact: Path = typer.Argument(..., help="Rollouts or scored artifact directory."),
-    row: Optional[int] = typer.Option(None, "--row", help="Only this row (0-based, in artifact order)."),
-    prompt_id: Optional[str] = typer.Option(None, "--prompt-id", help="Only the G completions of this prompt."),
-    worst: Optional[int] = typer.Option(None, "--worst", help="The K rows of largest mean |lp - lp_T| (scored)."),
-    where: Optional[str] = typer.Option(None, "--where", help="correct | wrong | clamped (any |lp - lp_T| > clamp)."),
+    row: int | None = typer.Option(None, "--row", help="Only this row (0-based, in artifact order)."),
+    prompt_id: str | None = typer.Option(None, "--prompt-id", help="Only the G completions of this prompt."),
+    worst: int | None = typer.Option(None, "--worst", help="The K rows of largest mean |lp - lp_T| (scored)."),
+    where: str | None = typer.Option(None, "--where", help="correct | wrong | clamped (any |lp - lp_T| > clamp)."),
     alpha: float = typer.Option(0.5, "--alpha", help="TRRD alpha of the ratio shown (1 = GRPO)."),
     clamp: float = typer.Option(1.0, "--clamp", help="TRRD clamp c on |lp - lp_T|."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Rows shown: 1, or all with --json/--html."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained page of the selected rows."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Rows shown: 1, or all with --json/--html."),
+    html: Path | None = typer.Option(None, "--html", help="Write one self-contained page of the selected rows."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Where the teacher steered, token by token: lp - lp_T, clamped tokens, the TRRD ratio at the first update.

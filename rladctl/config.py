@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from rladctl.errors import ConfigError, MissingPathError, close_matches
 
 if sys.version_info >= (3, 11):
@@ -48,9 +47,7 @@ class PromptConfig:
 
     template: str = "{question}"  # str.format fields: {question} and {metadata[KEY]}
     system: str = ""
-    instruction: str = (
-        "Think step by step, then give the final answer inside <answer> </answer> tags."
-    )
+    instruction: str = "Think step by step, then give the final answer inside <answer> </answer> tags."
     chat_template: Literal["auto", "never", "always"] = "auto"  # auto: when the tokenizer has one
     answer_prefix: str = ""  # appended to the prompt; answer extraction sees prefix + completion
 
@@ -84,7 +81,11 @@ class EngineConfig:
 
 # Engine keys that change how fast rows are made, never which rows: left out of fingerprints.
 ENGINE_SPEED_KEYS = (
-    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager", "fallback_to_hf",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "enforce_eager",
+    "fallback_to_hf",
 )
 
 
@@ -140,7 +141,9 @@ class TrainConfig:
     adv_eps: float = 1e-6
     sft_min_reward: float = 1.0  # sft: keep rows whose reward reaches this
     continue_optimizer: bool = True  # start from the optimizer state saved in an rladctl checkpoint
-    save_optimizer: bool = True  # write the AdamW state into the checkpoint (rladctl run: see run.optimizer_state_every)
+    save_optimizer: bool = (
+        True  # write the AdamW state into the checkpoint (rladctl run: see run.optimizer_state_every)
+    )
     save_every: int = 1  # snapshot for resume every N optimizer steps; 0 = only at the end
     max_bad_steps: int = 3  # consecutive non-finite losses before the run stops
     gradient_checkpointing: bool = False
@@ -180,7 +183,9 @@ class RunConfig:
     iterations: int = 10
     eval_every: int = 0  # evaluate every N iterations (0 = only before and after)
     eval_before: bool = True  # evaluate the starting student too
-    keep_models: bool = True  # on a CPU, keep the teacher and the latest student in memory between stages (rladctl/resident.py)
+    keep_models: bool = (
+        True  # on a CPU, keep the teacher and the latest student in memory between stages (rladctl/resident.py)
+    )
     # Write the student's AdamW state (2x its weights) with every Nth iteration's checkpoint and the
     # last; the others hold weights only. A resumed run rebuilds a missing state by replaying train
     # from the saved artifacts. Where models are not kept (off, a GPU, torchrun), every checkpoint holds it.
@@ -235,7 +240,7 @@ class LoadedRecipe:
         except KeyError:
             raise AttributeError(name) from None
 
-    def replace(self, table: str, **changes: Any) -> "LoadedRecipe":
+    def replace(self, table: str, **changes: Any) -> LoadedRecipe:
         tables = dict(self.tables)
         tables[table] = dataclasses.replace(tables[table], **changes)
         return LoadedRecipe(tables, self.source)
@@ -259,7 +264,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"recipe {path} is not valid TOML ({exc})", fix="fix the TOML syntax") from None
         except OSError as exc:
-            raise ConfigError(f"recipe {path} cannot be read ({exc.strerror or exc})", fix="check its permissions") from None
+            raise ConfigError(
+                f"recipe {path} cannot be read ({exc.strerror or exc})", fix="check its permissions"
+            ) from None
         source = str(path)
     # Errors name the --set that supplied a value, not the file (or "<defaults>") it never came from.
     origins: dict[str, str] = {}
@@ -282,7 +289,9 @@ def build_recipe(raw: dict[str, Any], source: str = "<dict>", origins: dict[str,
         where = f"in {origins.get(name, source)}"
         if name not in names:
             hint = close_matches(name, names)
-            raise ConfigError(f"unknown recipe table [{name}]", where, hint or f"valid tables: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown recipe table [{name}]", where, hint or f"valid tables: {', '.join(sorted(names))}"
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"recipe key '{name}' must be a table", where, f"write it as [{name}]")
     # Plain tables first: their mistakes are reported before [objective] imports torch (~1 s).
@@ -304,7 +313,9 @@ def apply_override(raw: dict[str, Any], item: str) -> str:
     key = key.strip()
     parts = [part.strip() for part in key.split(".")]
     if len(parts) < 2 or not all(parts):
-        raise ConfigError(f"override key '{key}' must name a table and a key", "in --set", "e.g. rollout.temperature=0.7")
+        raise ConfigError(
+            f"override key '{key}' must name a table and a key", "in --set", "e.g. rollout.temperature=0.7"
+        )
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -326,7 +337,11 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str, source: str, origins
         where = (origins or {}).get(f"{prefix}.{key}", source)
         if key not in names:
             hint = close_matches(key, names)
-            raise ConfigError(f"unknown recipe key '{prefix}.{key}'", f"in {where}", hint or f"valid keys of [{prefix}]: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown recipe key '{prefix}.{key}'",
+                f"in {where}",
+                hint or f"valid keys of [{prefix}]: {', '.join(names)}",
+            )
         kwargs[key] = coerce(value, hints[key], f"{prefix}.{key}", where)
     return cls(**kwargs)
 
@@ -340,7 +355,11 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin is Literal:
         if value not in args:
             hint_text = close_matches(str(value), [str(a) for a in args])
-            raise ConfigError(f"recipe key '{key}' is {value!r}", f"in {source}", hint_text or f"choose one of {', '.join(map(str, args))}")
+            raise ConfigError(
+                f"recipe key '{key}' is {value!r}",
+                f"in {source}",
+                hint_text or f"choose one of {', '.join(map(str, args))}",
+            )
         return value
     if origin in (typing.Union, types.UnionType):
         for arg in args:

@@ -17,7 +17,8 @@ import atexit
 import contextlib
 import os
 import socket
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -187,8 +188,14 @@ def wrap(module, parallel: str, device, shard_units=()):
     from torch.nn.parallel import DistributedDataParallel
 
     # The buffers (rotary tables) never change: syncing them would make every forward a collective.
-    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False})
+    no_sync = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else "broadcast_buffers"
+    )
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False}
+    )
 
 
 def is_fsdp(module) -> bool:
@@ -311,4 +318,6 @@ def load_model_state(module, state: dict, prefix: str) -> None:
         set_model_state_dict,
     )
 
-    set_model_state_dict(module, {prefix + k: v for k, v in state.items()}, options=StateDictOptions(full_state_dict=True, strict=False))
+    set_model_state_dict(
+        module, {prefix + k: v for k, v in state.items()}, options=StateDictOptions(full_state_dict=True, strict=False)
+    )

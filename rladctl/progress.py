@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -44,8 +44,12 @@ def meter(description: str, total: int, unit: str = "tok/s") -> Iterator[Meter]:
 
     disable = bool(os.environ.get("RLADCTL_QUIET"))
     columns = [
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
     ]
     with Progress(*columns, console=err_console, disable=disable, transient=False) as progress:
         task_id = progress.add_task(description, total=total, rate="")

@@ -27,21 +27,29 @@ class PreparedPrompts:
     texts: list[str]  # [P] rendered prompts
     token_ids: list[list[int]]  # [P] ids of each rendered prompt
 
-    def part(self, index: int, size: int) -> "PreparedPrompts":
+    def part(self, index: int, size: int) -> PreparedPrompts:
         """Prompts [index*size, (index+1)*size): what part ``index`` samples."""
         sl = slice(index * size, (index + 1) * size)
         return PreparedPrompts(self.items[sl], self.texts[sl], self.token_ids[sl])
 
 
 def prepare_prompts(
-    task, prompt_cfg: PromptConfig, tokenizer, split: str, offset: int, count: int, key: str = "rollout.num_prompts",
+    task,
+    prompt_cfg: PromptConfig,
+    tokenizer,
+    split: str,
+    offset: int,
+    count: int,
+    key: str = "rollout.num_prompts",
 ) -> PreparedPrompts:
     """``key`` names the recipe key ``count`` came from, for the error when it is < 1."""
     from rladctl.tasks.catalog import render_prompt
 
     if count < 1:
         raise ConfigError(
-            f"no prompts to sample (the number of prompts is {count})", f"in {key}", f"set {key.split(' ')[0]} >= 1",
+            f"no prompts to sample (the number of prompts is {count})",
+            f"in {key}",
+            f"set {key.split(' ')[0]} >= 1",
         )
     items = task.items(split, offset, count)
     texts = [render_prompt(item, prompt_cfg, tokenizer) for item in items]
@@ -64,7 +72,13 @@ def check_context(prompts: PreparedPrompts, max_new_tokens: int, context: int | 
 
 
 def sample_rows(
-    task, prompt_cfg, prompts: PreparedPrompts, generator, params, group_size: int, policy_step: int,
+    task,
+    prompt_cfg,
+    prompts: PreparedPrompts,
+    generator,
+    params,
+    group_size: int,
+    policy_step: int,
 ) -> dict[str, list]:
     """Generate G samples for each of the P prompts, verify them; rollout columns of B = P*G rows."""
     from rladctl.tasks.catalog import extract_answer
@@ -79,12 +93,20 @@ def sample_rows(
         extracted = extract_answer(completion, prompt_cfg)
         reward = task.score(item.metadata, extracted) if extracted else 0.0
         row = {
-            S.PROMPT_ID: item.prompt_id, S.SAMPLE_IDX: g, S.TASK: task.name,
+            S.PROMPT_ID: item.prompt_id,
+            S.SAMPLE_IDX: g,
+            S.TASK: task.name,
             S.TASK_METADATA: json.dumps(item.metadata, sort_keys=True),
-            S.PROMPT: prompts.texts[j // group_size], S.PROMPT_TOKEN_IDS: prompts.token_ids[j // group_size],
-            S.COMPLETION: completion, S.COMPLETION_TOKEN_IDS: sample.token_ids,
-            S.SAMPLER_LOGPROBS: sample.logprobs, S.FINISH_REASON: sample.finish_reason,
-            S.REWARD: float(reward), S.ANSWER: item.answer, S.EXTRACTED: extracted, S.POLICY_STEP: policy_step,
+            S.PROMPT: prompts.texts[j // group_size],
+            S.PROMPT_TOKEN_IDS: prompts.token_ids[j // group_size],
+            S.COMPLETION: completion,
+            S.COMPLETION_TOKEN_IDS: sample.token_ids,
+            S.SAMPLER_LOGPROBS: sample.logprobs,
+            S.FINISH_REASON: sample.finish_reason,
+            S.REWARD: float(reward),
+            S.ANSWER: item.answer,
+            S.EXTRACTED: extracted,
+            S.POLICY_STEP: policy_step,
         }
         for key, value in row.items():
             cols[key].append(value)
@@ -96,8 +118,12 @@ def part_seed(seed: int, index: int) -> int:
 
 
 def generate_artifact(
-    recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, overwrite: bool,
-    extra_columns: Callable[[dict[str, list]], dict[str, list]] | None = None, extra_manifest: dict | None = None,
+    recipe: LoadedRecipe,
+    cfg: RolloutConfig,
+    kind: str,
+    overwrite: bool,
+    extra_columns: Callable[[dict[str, list]], dict[str, list]] | None = None,
+    extra_manifest: dict | None = None,
 ) -> bool:
     """Sample, verify, write parts, write the manifest; True when ``cfg.out`` was already complete.
 
@@ -115,7 +141,9 @@ def generate_artifact(
     backends.check_ranks(cfg.backend, cfg.fallback_to_hf, stage)
     if cfg.group_size < 1 or cfg.prompts_per_part < 1 or cfg.max_new_tokens < 1:
         raise ConfigError(
-            "group_size, prompts_per_part and max_new_tokens must be >= 1", f"in [{stage}]", "fix the recipe",
+            "group_size, prompts_per_part and max_new_tokens must be >= 1",
+            f"in [{stage}]",
+            "fix the recipe",
         )
     task = build_task(recipe.task)
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -146,24 +174,39 @@ def generate_artifact(
 
     run = parts.write(kind, load, make_part)
     parts.finalize(
-        config=to_plain(cfg), task=to_plain(recipe.task), prompt=to_plain(recipe.prompt), model=identity,
+        config=to_plain(cfg),
+        task=to_plain(recipe.task),
+        prompt=to_plain(recipe.prompt),
+        model=identity,
         sampling={k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "seed", "group_size")},
-        backend=run.info.entry(), reward={"function": task.name, "version": task.reward_version},
-        inputs=[], timings=run.timings, **(extra_manifest or {}),
+        backend=run.info.entry(),
+        reward={"function": task.name, "version": task.reward_version},
+        inputs=[],
+        timings=run.timings,
+        **(extra_manifest or {}),
     )
     return False
 
 
 def describe(
-    recipe: LoadedRecipe, cfg: RolloutConfig, kind: str, identity: dict, reward_version: str, extra: dict,
+    recipe: LoadedRecipe,
+    cfg: RolloutConfig,
+    kind: str,
+    identity: dict,
+    reward_version: str,
+    extra: dict,
 ) -> dict:
     """Everything that decides a sampled artifact's rows: its fingerprint is the hash of this."""
     # Paths are provenance (kept in the manifest); the model enters the fingerprint by its hashes.
     stage_cfg = {k: v for k, v in to_plain(cfg).items() if k not in ("out", "device", "model", *ENGINE_SPEED_KEYS)}
     return {
-        "kind": kind, "stage": stage_cfg, "task": to_plain(recipe.task), "prompt": to_plain(recipe.prompt),
+        "kind": kind,
+        "stage": stage_cfg,
+        "task": to_plain(recipe.task),
+        "prompt": to_plain(recipe.prompt),
         "model": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
-        "reward_version": reward_version, **extra,
+        "reward_version": reward_version,
+        **extra,
     }
 
 

@@ -61,9 +61,33 @@ def record(work: Path) -> dict:
         "rollout": ["rollout", "-r", r, "--model", "student", "-n", "8", "-G", "4", "--out", "x/rollouts"],
         "score-teacher": ["score-teacher", "--teacher", "teacher", "--input", "x/rollouts", "--out", "x/scored"],
         "train": ["train", "-r", r, "--model", "student", "--input", "x/scored", "--out", "x/ckpt"],
-        "eval": ["eval", "-r", r, "--model", "student", "--model", "x/ckpt", "--pass-at", "4", "--set", "eval.num_prompts=16", "--out", "x/eval"],
-        "run": ["run", r, "--set", "run.dir=loop", "--set", "run.student=student", "--set", "run.teacher=teacher",
-                "--set", "run.iterations=20"],
+        "eval": [
+            "eval",
+            "-r",
+            r,
+            "--model",
+            "student",
+            "--model",
+            "x/ckpt",
+            "--pass-at",
+            "4",
+            "--set",
+            "eval.num_prompts=16",
+            "--out",
+            "x/eval",
+        ],
+        "run": [
+            "run",
+            r,
+            "--set",
+            "run.dir=loop",
+            "--set",
+            "run.student=student",
+            "--set",
+            "run.teacher=teacher",
+            "--set",
+            "run.iterations=20",
+        ],
     }
     for name, args in stages.items():
         outputs[name] = scrub(json.loads(rladctl(work, *args, "--json")))
@@ -92,11 +116,17 @@ def main() -> None:
         print(f"{len(result['files'])} files and {len(result['json'])} --json outputs recorded in {args.out}")
         return
     before = json.loads(args.check.read_text())
-    changed = [k for k in sorted(set(before["files"]) | set(result["files"])) if before["files"].get(k) != result["files"].get(k)]
+    changed = [
+        k
+        for k in sorted(set(before["files"]) | set(result["files"]))
+        if before["files"].get(k) != result["files"].get(k)
+    ]
     changed += [f"--json of {k}" for k in sorted(before["json"]) if before["json"].get(k) != result["json"].get(k)]
     for item in changed:
         print(f"changed: {item}")
-    print(f"{len(result['files'])} files, {len(result['json'])} --json outputs: {'identical' if not changed else f'{len(changed)} changed'}")
+    print(
+        f"{len(result['files'])} files, {len(result['json'])} --json outputs: {'identical' if not changed else f'{len(changed)} changed'}"
+    )
     sys.exit(1 if changed else 0)
 
 

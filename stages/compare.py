@@ -44,9 +44,13 @@ def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student:
     from rladctl.stages.run import evaluate_point, make_plan, run_loop
 
     objective = method_objectives()[method]
-    sets = recipe.replace("run", dir=str(out / f"{method}-seed{seed}"), student=student, teacher=teacher, eval_before=False, eval_every=0)
+    sets = recipe.replace(
+        "run", dir=str(out / f"{method}-seed{seed}"), student=student, teacher=teacher, eval_before=False, eval_every=0
+    )
     sets = sets.replace("objective", name=objective).replace("eval", seed=recipe.eval.seed + seed)
-    sets = sets.replace("rollout", seed=recipe.rollout.seed + 1000 * seed).replace("train", seed=recipe.train.seed + seed)
+    sets = sets.replace("rollout", seed=recipe.rollout.seed + 1000 * seed).replace(
+        "train", seed=recipe.train.seed + seed
+    )
     run_loop(sets)
     plan = make_plan(sets)
     # The run evaluated its final student with this seed's eval settings: read that back, sample nothing.
@@ -59,12 +63,16 @@ def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student:
 def evaluate(recipe: LoadedRecipe, model: str, out: Path, label: str, seed: int):
     from rladctl.stages.evaluate import run_eval
 
-    cfg = recipe.replace("eval", models=(model,), from_artifacts=(), labels=(label,), out=str(out), seed=recipe.eval.seed + seed)
+    cfg = recipe.replace(
+        "eval", models=(model,), from_artifacts=(), labels=(label,), out=str(out), seed=recipe.eval.seed + seed
+    )
     result = run_eval(cfg)
     return result.summaries[label]
 
 
-def run_compare(recipe: LoadedRecipe, seeds: int, methods: list[str], out: str | Path, results: str | Path | None = None) -> dict[str, Any]:
+def run_compare(
+    recipe: LoadedRecipe, seeds: int, methods: list[str], out: str | Path, results: str | Path | None = None
+) -> dict[str, Any]:
     """Train every method for every seed from the same start, evaluate, write the results page."""
     from rladctl.stages.demo import STUDENT, TEACHER, build_model
 
@@ -92,7 +100,13 @@ def run_compare(recipe: LoadedRecipe, seeds: int, methods: list[str], out: str |
     teacher_eval = evaluate(recipe, teacher, out / "eval" / "teacher", "teacher", 0)
     from rladctl.reports.compare_report import write_results
 
-    page = write_results(Path(results) if results else out / "results.md", recipe, base + runs, teacher_eval, time.perf_counter() - started)
+    page = write_results(
+        Path(results) if results else out / "results.md",
+        recipe,
+        base + runs,
+        teacher_eval,
+        time.perf_counter() - started,
+    )
     return {"results": str(page), "runs": len(runs), "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -45,9 +45,8 @@ def recipe_path(name: str = "demo.toml") -> Path:
 
 def build_model(recipe: LoadedRecipe, spec: DemoModel, root: Path, teacher: Path | None) -> Path:
     """Init (or cut from ``teacher``) + warm-up, skipped when the same model is already cached."""
-    from rladctl.stages.warmup import warmup
-
     from rladctl.models.factory import init_model, shrink_model
+    from rladctl.stages.warmup import warmup
     from rladctl.tasks.catalog import build_task
 
     path = root / spec.name
@@ -83,7 +82,9 @@ class DemoSummary:
         return dict(self.__dict__)
 
 
-def run_demo(out: str | Path = "runs/demo", iterations: int | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DemoSummary:
+def run_demo(
+    out: str | Path = "runs/demo", iterations: int | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> DemoSummary:
     from rladctl.stages.run import run_loop
 
     started = time.perf_counter()
@@ -100,4 +101,10 @@ def run_demo(out: str | Path = "runs/demo", iterations: int | None = None, overr
     K = recipe.eval.pass_at
     names = {"mean": f"Mean@{K}", "pass_at_K": f"Pass@{K}"}
     label = lambda values: {names.get(k, k): v for k, v in values.items()}  # noqa: E731
-    return DemoSummary(summary.run_dir, time.perf_counter() - started, label(summary.evals[steps[0]]), label(summary.evals[steps[-1]]), summary.report)
+    return DemoSummary(
+        summary.run_dir,
+        time.perf_counter() - started,
+        label(summary.evals[steps[0]]),
+        label(summary.evals[steps[-1]]),
+        summary.report,
+    )

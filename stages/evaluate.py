@@ -33,7 +33,12 @@ class EvalResult:
     report: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "K": self.K, "report": self.report, "summaries": {k: v.to_dict() for k, v in self.summaries.items()}}
+        return {
+            "out": self.out,
+            "K": self.K,
+            "report": self.report,
+            "summaries": {k: v.to_dict() for k, v in self.summaries.items()},
+        }
 
 
 def safe_name(text: str) -> str:
@@ -58,7 +63,9 @@ def labels_for(cfg: EvalConfig, sources: list[str]) -> list[str]:
     if not cfg.labels:
         return unique([safe_name(Path(src.rstrip("/")).name) for src in sources])
     if len(cfg.labels) != len(sources):
-        raise ConfigError(f"{len(cfg.labels)} labels for {len(sources)} models", "in eval.labels", "give one label per model or none")
+        raise ConfigError(
+            f"{len(cfg.labels)} labels for {len(sources)} models", "in eval.labels", "give one label per model or none"
+        )
     repeated = sorted({label for label in cfg.labels if cfg.labels.count(label) > 1})
     if repeated:
         raise ConfigError(f"label {repeated[0]!r} is given twice", "in eval.labels", "give every model its own label")
@@ -68,9 +75,18 @@ def labels_for(cfg: EvalConfig, sources: list[str]) -> list[str]:
 def sample_model(recipe: LoadedRecipe, cfg: EvalConfig, model: str, out: Path, n: int, overwrite: bool) -> Path:
     """Sample ``n`` completions per eval-split prompt into the eval artifact ``out`` (resumable)."""
     rollout_cfg = RolloutConfig(
-        **cfg.engine(), model=model, out=str(out), split="eval", num_prompts=cfg.num_prompts or recipe.task.eval_size,
-        group_size=n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-        batch_size=cfg.batch_size, prompts_per_part=max(1, 512 // n),
+        **cfg.engine(),
+        model=model,
+        out=str(out),
+        split="eval",
+        num_prompts=cfg.num_prompts or recipe.task.eval_size,
+        group_size=n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        prompts_per_part=max(1, 512 // n),
     )
     threshold = cfg.threshold
 
@@ -106,12 +122,18 @@ def prompt_results(path: Path, difficulty_field: str = ""):
 
     artifact = open_artifact(path, (S.ROLLOUTS, S.SCORED, S.EVAL), role="eval")
     if artifact.rows == 0:
-        raise ArtifactError(f"eval artifact {path} has no rows", None, "score an artifact with rows: re-run rladctl rollout or eval with at least one prompt")
+        raise ArtifactError(
+            f"eval artifact {path} has no rows",
+            None,
+            "score an artifact with rows: re-run rladctl rollout or eval with at least one prompt",
+        )
     task_cfg = artifact.manifest.get("task") or {}
     level_of = difficulty_of(task_cfg, difficulty_field)
     table = artifact.table([S.PROMPT_ID, S.TASK_METADATA, S.REWARD])
     by_prompt: dict[str, PromptResult] = {}
-    for pid, meta, reward in zip(table[S.PROMPT_ID].to_pylist(), table[S.TASK_METADATA].to_pylist(), table[S.REWARD].to_pylist()):
+    for pid, meta, reward in zip(
+        table[S.PROMPT_ID].to_pylist(), table[S.TASK_METADATA].to_pylist(), table[S.REWARD].to_pylist()
+    ):
         if pid not in by_prompt:
             level = level_of(json.loads(meta))
             by_prompt[pid] = PromptResult(pid, None if level is None else str(level), [])
@@ -125,7 +147,11 @@ def check_pass_at(cfg: EvalConfig) -> int:
     if K < 1:
         raise ConfigError(f"--pass-at must be >= 1, got {K}", None, "use e.g. --pass-at 32")
     if n < K:
-        raise ConfigError(f"pass@{K} needs at least {K} samples per prompt but eval.n is {n}", None, f"set eval.n >= {K} or lower --pass-at")
+        raise ConfigError(
+            f"pass@{K} needs at least {K} samples per prompt but eval.n is {n}",
+            None,
+            f"set eval.n >= {K} or lower --pass-at",
+        )
     return n
 
 
@@ -133,7 +159,11 @@ def check_request(cfg: EvalConfig) -> int:
     """Refuse impossible requests before any model loads; returns n, the samples per prompt."""
     n = check_pass_at(cfg)
     if bool(cfg.models) == bool(cfg.from_artifacts):
-        raise ConfigError("give either models to sample or artifacts to score", "for eval", "pass --model DIR (repeatable) or --from ARTIFACT (repeatable)")
+        raise ConfigError(
+            "give either models to sample or artifacts to score",
+            "for eval",
+            "pass --model DIR (repeatable) or --from ARTIFACT (repeatable)",
+        )
     if not cfg.out:
         raise ConfigError("no output directory given", "for eval", "pass --out DIR or set eval.out")
     return n
@@ -158,7 +188,9 @@ def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
             summaries[label] = summarize(results, K, threshold=cfg.threshold, bootstrap=cfg.bootstrap, seed=cfg.seed)
         except ConfigError as exc:  # name the artifact: with several, "the eval results" is ambiguous
             raise ConfigError(exc.what, f"in {path}", exc.fix) from None
-        log(f"eval {label}: Mean@{K} {summaries[label].overall.mean:.3f}, Pass@{K} {summaries[label].overall.pass_at[K]:.3f}")
+        log(
+            f"eval {label}: Mean@{K} {summaries[label].overall.mean:.3f}, Pass@{K} {summaries[label].overall.pass_at[K]:.3f}"
+        )
     task_names = ", ".join(dict.fromkeys(t for t in tasks if t)) or "artifacts"
     # Under torchrun every rank sampled its share of the parts; rank 0 alone writes the report.
     files = write_report(out, summaries, K, f"rladctl eval: {task_names}") if distributed.is_main() else {}

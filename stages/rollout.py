@@ -47,8 +47,12 @@ def summarize(path: str, skipped: bool) -> RolloutSummary:
     tokens = int(pc.sum(pc.list_value_length(table[S.COMPLETION_TOKEN_IDS])).as_py() or 0)
     seconds = float(artifact.manifest.get("timings", {}).get("seconds", 0.0))
     return RolloutSummary(
-        out=str(path), rows=table.num_rows, prompts=len(set(table[S.PROMPT_ID].to_pylist())),
-        completion_tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds if seconds else 0.0,
+        out=str(path),
+        rows=table.num_rows,
+        prompts=len(set(table[S.PROMPT_ID].to_pylist())),
+        completion_tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds else 0.0,
         reward_mean=float(rewards.mean()) if len(rewards) else 0.0,
         solved_frac=float((rewards >= 1.0).mean()) if len(rewards) else 0.0,
         truncated_frac=float(pc.mean(pc.equal(table[S.FINISH_REASON], S.FINISH_LENGTH)).as_py() or 0.0),

@@ -47,8 +47,11 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir), "iterations": self.iterations, "objective": self.objective,
-            "needs_teacher": self.needs_teacher, "optimizer_steps_per_iteration": self.steps_per_iteration,
+            "run_dir": str(self.run_dir),
+            "iterations": self.iterations,
+            "objective": self.objective,
+            "needs_teacher": self.needs_teacher,
+            "optimizer_steps_per_iteration": self.steps_per_iteration,
             "eval_after_iterations": self.eval_points,
         }
 
@@ -63,13 +66,17 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     run = recipe.run
     for key in ("dir", "student"):
         if not getattr(run, key):
-            raise ConfigError(f"no run.{key} given", "for run", f"set run.{key} in the recipe or pass --set run.{key}=...")
+            raise ConfigError(
+                f"no run.{key} given", "for run", f"set run.{key} in the recipe or pass --set run.{key}=..."
+            )
     objective = get_objective_record(recipe.objective.name)
     if objective.needs_teacher_model and not run.teacher:
         what = f"objective '{objective.name}' needs a teacher but run.teacher is empty"
         raise ConfigError(what, "for run", "set run.teacher")
     if run.iterations < 1 or run.eval_every < 0 or run.optimizer_state_every < 1:
-        raise ConfigError("run.iterations and run.optimizer_state_every must be >= 1 and run.eval_every >= 0", None, "fix the recipe")
+        raise ConfigError(
+            "run.iterations and run.optimizer_state_every must be >= 1 and run.eval_every >= 0", None, "fix the recipe"
+        )
     for path in (run.student, run.teacher):
         if path:
             locate(path)  # a missing local path fails here, before any work
@@ -79,8 +86,15 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
     if run.eval_every:
         points += list(range(run.eval_every, run.iterations, run.eval_every))
     points.append(run.iterations)
-    return Plan(Path(run.dir), run.iterations, objective.name, objective.needs_teacher_logprobs,
-                recipe.train.epochs * recipe.train.mini_batches, sorted(set(points)), sampler=objective.sampler)
+    return Plan(
+        Path(run.dir),
+        run.iterations,
+        objective.name,
+        objective.needs_teacher_logprobs,
+        recipe.train.epochs * recipe.train.mini_batches,
+        sorted(set(points)),
+        sampler=objective.sampler,
+    )
 
 
 def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
@@ -91,13 +105,22 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
     sampler = run.teacher if plan.sampler == "teacher" else student
     data = d / ("scored" if plan.needs_teacher else "rollouts")
     recipe = recipe.replace(
-        "rollout", model=sampler, out=str(d / "rollouts"), prompt_offset=rollout.prompt_offset + i * rollout.num_prompts,
-        seed=rollout.seed + i, policy_step=i,
+        "rollout",
+        model=sampler,
+        out=str(d / "rollouts"),
+        prompt_offset=rollout.prompt_offset + i * rollout.num_prompts,
+        seed=rollout.seed + i,
+        policy_step=i,
     )
     recipe = recipe.replace("score_teacher", teacher=run.teacher, input=str(d / "rollouts"), out=str(d / "scored"))
     return recipe.replace(
-        "train", model=student, inputs=(str(data),), out=str(d / "checkpoint"), seed=train.seed + i,
-        total_steps=train.total_steps or plan.iterations * plan.steps_per_iteration, save_optimizer=saves_optimizer_state(recipe, plan, i),
+        "train",
+        model=student,
+        inputs=(str(data),),
+        out=str(d / "checkpoint"),
+        seed=train.seed + i,
+        total_steps=train.total_steps or plan.iterations * plan.steps_per_iteration,
+        save_optimizer=saves_optimizer_state(recipe, plan, i),
     )
 
 
@@ -128,12 +151,20 @@ def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite:
         return (read_manifest(plan.iter_dir(j) / "checkpoint") or {}).get("optimizer_state", True)
 
     done = is_complete(plan.iter_dir(i) / "checkpoint") and not overwrite  # train i will skip
-    if done or i == 0 or not recipe.train.continue_optimizer or has_training_state(plan.iter_dir(i - 1) / "checkpoint") or saved(i - 1):
+    if (
+        done
+        or i == 0
+        or not recipe.train.continue_optimizer
+        or has_training_state(plan.iter_dir(i - 1) / "checkpoint")
+        or saved(i - 1)
+    ):
         return
     base = i - 1
     while base > 0 and not saved(base - 1):
         base -= 1
-    log(f"rebuilding the AdamW state of {plan.iter_dir(i - 1) / 'checkpoint'}: replaying train of iterations {base + 1}-{i}")
+    log(
+        f"rebuilding the AdamW state of {plan.iter_dir(i - 1) / 'checkpoint'}: replaying train of iterations {base + 1}-{i}"
+    )
     for j in range(base, i):
         run_train(iteration_recipe(recipe, plan, j), replay=True)
 
@@ -142,7 +173,13 @@ def evaluate_point(recipe: LoadedRecipe, plan: Plan, k: int, overwrite: bool):
     from rladctl.stages.evaluate import run_eval
 
     model = plan.student_at(k, recipe.run.student)
-    cfg = recipe.replace("eval", models=(model,), from_artifacts=(), labels=(f"step-{k:04d}",), out=str(plan.run_dir / "eval" / f"step-{k:04d}"))
+    cfg = recipe.replace(
+        "eval",
+        models=(model,),
+        from_artifacts=(),
+        labels=(f"step-{k:04d}",),
+        out=str(plan.run_dir / "eval" / f"step-{k:04d}"),
+    )
     return run_eval(cfg, overwrite=overwrite)
 
 
@@ -185,7 +222,9 @@ def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = Fa
 def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     plan = make_plan(recipe)
     make_dir(plan.run_dir)
-    atomic_write_bytes(plan.run_dir / "recipe.json", (json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(
+        plan.run_dir / "recipe.json", (json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    )
     started = time.perf_counter()
     K = recipe.eval.pass_at
     evals: dict[int, Any] = {}
@@ -200,9 +239,22 @@ def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     from rladctl.reports.run_report import write_run_report
 
     report = write_run_report(plan, evals, K)
-    points = {f"step-{k:04d}": {"mean": r.summaries[next(iter(r.summaries))].overall.mean, "pass_at_K": r.summaries[next(iter(r.summaries))].overall.pass_at[K]} for k, r in evals.items()}
-    return RunSummary(str(plan.run_dir), plan.iterations, plan.objective, time.perf_counter() - started,
-                      plan.student_at(plan.iterations, recipe.run.student), points, str(report))
+    points = {
+        f"step-{k:04d}": {
+            "mean": r.summaries[next(iter(r.summaries))].overall.mean,
+            "pass_at_K": r.summaries[next(iter(r.summaries))].overall.pass_at[K],
+        }
+        for k, r in evals.items()
+    }
+    return RunSummary(
+        str(plan.run_dir),
+        plan.iterations,
+        plan.objective,
+        time.perf_counter() - started,
+        plan.student_at(plan.iterations, recipe.run.student),
+        points,
+        str(report),
+    )
 
 
 def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:
@@ -212,7 +264,11 @@ def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:
     return {
         "plan": plan.to_dict(),
         "rows_per_iteration": recipe.rollout.num_prompts * recipe.rollout.group_size,
-        "iteration_0": {"rollout": to_plain(first.rollout), "score_teacher": to_plain(first.score_teacher) if plan.needs_teacher else None, "train": to_plain(first.train)},
+        "iteration_0": {
+            "rollout": to_plain(first.rollout),
+            "score_teacher": to_plain(first.score_teacher) if plan.needs_teacher else None,
+            "train": to_plain(first.train),
+        },
         "objective": to_plain(recipe.objective),
         "eval": to_plain(recipe.eval),
     }

@@ -49,7 +49,11 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
             used.update(pc.unique(pc.list_flatten(part[column])).to_pylist())
     top = max(used, default=-1)
     if top >= teacher_vocab:
-        raise ModelError(f"the rollouts use token id {top} but the teacher's vocabulary has {teacher_vocab} ids", f"in {artifact.path}", "score with a teacher that shares the student's tokenizer")
+        raise ModelError(
+            f"the rollouts use token id {top} but the teacher's vocabulary has {teacher_vocab} ids",
+            f"in {artifact.path}",
+            "score with a teacher that shares the student's tokenizer",
+        )
     student_path = artifact.manifest.get("model", {}).get("path")
     if student_path and Path(student_path).exists():
         where = f"between the student {student_path} and the teacher {teacher_path or 'given'}"
@@ -59,7 +63,8 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
         text, ids = first[S.PROMPT][i].as_py(), first[S.PROMPT_TOKEN_IDS][i].as_py()
         if teacher_tok(text, add_special_tokens=False)["input_ids"] not in (ids, ids[1:]):
             raise ModelError(
-                f"the teacher tokenizes prompt row {i} differently from the student", f"in {artifact.path}",
+                f"the teacher tokenizes prompt row {i} differently from the student",
+                f"in {artifact.path}",
                 "teacher and student must share one tokenizer and chat template",
             )
 
@@ -74,9 +79,13 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
     backend = backends.resolve(cfg.backend, cfg.fallback_to_hf)
     backends.check_ranks(backend.name, False, "score-teacher")
     described = {
-        "kind": S.SCORED, "input": source.content_id,
+        "kind": S.SCORED,
+        "input": source.content_id,
         "teacher": {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash")},
-        "temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": cfg.dtype, **backend.fingerprint,
+        "temperature": cfg.temperature,
+        "top_k": cfg.top_k,
+        "dtype": cfg.dtype,
+        **backend.fingerprint,
     }
     parts = open_parts(cfg.out, S.SCORED, fingerprint(described), overwrite, len(source.manifest["parts"]))
     if parts.complete:
@@ -92,11 +101,17 @@ def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSum
 
     run = parts.write("score-teacher", lambda: load_teacher(cfg, backend, source), make_part)
     parts.finalize(
-        config=to_plain(cfg), inputs=[source.reference()], teacher=identity,
-        student=source.manifest.get("model"), task=source.manifest.get("task"), prompt=source.manifest.get("prompt"),
-        reward=source.manifest.get("reward"), sampling=source.manifest.get("sampling"),
+        config=to_plain(cfg),
+        inputs=[source.reference()],
+        teacher=identity,
+        student=source.manifest.get("model"),
+        task=source.manifest.get("task"),
+        prompt=source.manifest.get("prompt"),
+        reward=source.manifest.get("reward"),
+        sampling=source.manifest.get("sampling"),
         scoring={"temperature": cfg.temperature, "top_k": cfg.top_k, "dtype": run.info.dtype},
-        backend=run.info.entry(), timings=run.timings,
+        backend=run.info.entry(),
+        timings=run.timings,
     )
     return summarize(cfg.out, skipped=False)
 
@@ -109,19 +124,23 @@ def check_request(cfg: ScoreTeacherConfig):
             raise ConfigError(f"no {key} given", "for score-teacher", fix)
     if cfg.temperature <= 0 or cfg.top_k < 0 or cfg.micro_batch_tokens < 1 or cfg.chunk_tokens < 1:
         raise ConfigError(
-            "score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1", None,
+            "score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1",
+            None,
             "fix the recipe",
         )
     distributed.init()
     source = open_artifact(cfg.input, (S.ROLLOUTS,), role="rollouts")
     if source.rows == 0:
         raise ArtifactError(
-            f"rollouts artifact {cfg.input} has no rows", None,
+            f"rollouts artifact {cfg.input} has no rows",
+            None,
             "score an artifact with rows: re-run rladctl rollout with at least one prompt",
         )
     if Path(cfg.out).resolve() == Path(cfg.input).resolve():
         raise ConfigError(
-            "score-teacher output is its input", f"{cfg.out}", "write the scored artifact to a new directory",
+            "score-teacher output is its input",
+            f"{cfg.out}",
+            "write the scored artifact to a new directory",
         )
     return source
 
@@ -132,7 +151,8 @@ def load_teacher(cfg: ScoreTeacherConfig, backend: backends.Backend, source) -> 
     scorer = backends.load_scorer(cfg, cfg.teacher, params, backend)
     if cfg.top_k > scorer.vocab_size:
         raise ConfigError(
-            f"score_teacher.top_k is {cfg.top_k} but the teacher's vocabulary has {scorer.vocab_size} ids", None,
+            f"score_teacher.top_k is {cfg.top_k} but the teacher's vocabulary has {scorer.vocab_size} ids",
+            None,
             "lower --top-k",
         )
     check_tokenizers(source, scorer.tokenizer, scorer.vocab_size, teacher_path=cfg.teacher)
@@ -161,8 +181,12 @@ def summarize(path: str, skipped: bool) -> ScoreSummary:
     sampler = pc.list_flatten(table[S.SAMPLER_LOGPROBS]).to_numpy(zero_copy_only=False)
     seconds = float(artifact.manifest.get("timings", {}).get("seconds", 0.0))
     return ScoreSummary(
-        out=str(path), rows=table.num_rows, completion_tokens=len(teacher), seconds=seconds,
+        out=str(path),
+        rows=table.num_rows,
+        completion_tokens=len(teacher),
+        seconds=seconds,
         tokens_per_s=len(teacher) / seconds if seconds else 0.0,
         teacher_logprob_mean=float(np.mean(teacher)) if len(teacher) else 0.0,
-        student_minus_teacher_mean=float(np.mean(sampler - teacher)) if len(teacher) else 0.0, skipped=skipped,
+        student_minus_teacher_mean=float(np.mean(sampler - teacher)) if len(teacher) else 0.0,
+        skipped=skipped,
     )

@@ -94,7 +94,9 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
 
     needs_teacher, row_filter = objective.needs_teacher_logprobs, objective.row_filter
     if not cfg.inputs:
-        raise ConfigError("no training inputs given", "for train", "pass --input ARTIFACT (repeatable) or set train.inputs")
+        raise ConfigError(
+            "no training inputs given", "for train", "pass --input ARTIFACT (repeatable) or set train.inputs"
+        )
     kinds = (S.SCORED,) if needs_teacher else (S.SCORED, S.ROLLOUTS)
     parts: dict[str, list] = {k: [] for k in ("prompts", "completions", "sampler", "teacher", "rewards", "advantages")}
     refs, temps, dropped = [], set(), 0
@@ -103,13 +105,18 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
             artifact = open_artifact(path, kinds, role="training")
         except ArtifactError as exc:
             if needs_teacher and "of kind 'rollouts'" in exc.what:
-                what = (f"objective '{objective.name}' needs teacher log-probs "
-                        f"but {path} is an unscored rollouts artifact")
+                what = (
+                    f"objective '{objective.name}' needs teacher log-probs but {path} is an unscored rollouts artifact"
+                )
                 fix = "run rladctl score-teacher on it first and train on the scored artifact"
                 raise ArtifactError(what, None, fix) from None
             raise
         if artifact.rows == 0:
-            raise ArtifactError(f"training artifact {path} has no rows", None, "train on an artifact with rows: re-run rladctl rollout with at least one prompt")
+            raise ArtifactError(
+                f"training artifact {path} has no rows",
+                None,
+                "train on an artifact with rows: re-run rladctl rollout with at least one prompt",
+            )
         # The model that sampled the rows: "model" in a rollouts manifest, "student" in a scored one.
         sampled_by = artifact.manifest.get("model") or artifact.manifest.get("student") or {}
         refs.append(artifact.reference() | {"model": sampled_by})
@@ -127,7 +134,7 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
             dropped += len({g for g, z in zip(groups, zero) if z})
             keep = ~zero
         idx = np.flatnonzero(keep)
-        take = lambda col: [col[i] for i in idx]  # noqa: E731
+        take = lambda col, idx=idx: [col[i] for i in idx]  # noqa: E731
         parts["prompts"] += take(table[S.PROMPT_TOKEN_IDS].to_pylist())
         parts["completions"] += take(table[S.COMPLETION_TOKEN_IDS].to_pylist())
         parts["sampler"] += take(table[S.SAMPLER_LOGPROBS].to_pylist())
@@ -136,15 +143,27 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
         parts["rewards"].append(rewards[idx])
         parts["advantages"].append(np.asarray(adv, dtype=np.float64)[idx])
     if len(temps) > 1:
-        raise ConfigError(f"training inputs were sampled at different temperatures {sorted(temps)}", "in train.inputs", "train on artifacts sampled with one temperature")
+        raise ConfigError(
+            f"training inputs were sampled at different temperatures {sorted(temps)}",
+            "in train.inputs",
+            "train on artifacts sampled with one temperature",
+        )
     has_teacher = len(parts["teacher"]) == len(parts["prompts"])
     rows = Rows(
-        parts["prompts"], parts["completions"], parts["sampler"], parts["teacher"] if has_teacher else None,
-        np.concatenate(parts["rewards"]), np.concatenate(parts["advantages"]), dropped, temps.pop(),
+        parts["prompts"],
+        parts["completions"],
+        parts["sampler"],
+        parts["teacher"] if has_teacher else None,
+        np.concatenate(parts["rewards"]),
+        np.concatenate(parts["advantages"]),
+        dropped,
+        temps.pop(),
     )
     if len(rows) == 0:
         why = row_filter.nothing_left(cfg) if row_filter is not None else "every group had zero reward variance"
-        raise ConfigError(f"nothing to train on: {why}", f"in {', '.join(cfg.inputs)}", "sample more prompts or relax the filter")
+        raise ConfigError(
+            f"nothing to train on: {why}", f"in {', '.join(cfg.inputs)}", "sample more prompts or relax the filter"
+        )
     return rows, refs
 
 
@@ -154,16 +173,24 @@ def check_vocab(model, tokenizer, rows: Rows, refs: list[dict]) -> None:
     from rladctl.models.tokenizer import check_same_vocab, load_tokenizer
 
     vocab = model.get_input_embeddings().weight.shape[0]
-    top = max(max((max(c) for c in rows.completions if c), default=-1), max((max(p) for p in rows.prompts if p), default=-1))
+    top = max(
+        max((max(c) for c in rows.completions if c), default=-1), max((max(p) for p in rows.prompts if p), default=-1)
+    )
     if top >= vocab:
-        raise ArtifactError(f"the training rows use token id {top} but the student's vocabulary has {vocab} ids", None, "train the model that produced the rollouts, or one sharing its tokenizer")
+        raise ArtifactError(
+            f"the training rows use token id {top} but the student's vocabulary has {vocab} ids",
+            None,
+            "train the model that produced the rollouts, or one sharing its tokenizer",
+        )
     mine = model_identity(model.name_or_path).get("tokenizer_hash")
     for ref in refs:
         theirs = ref["model"].get("tokenizer_hash")
         path = ref["model"].get("path")
         if theirs and mine and theirs != mine and path and Path(path).exists():
             check_same_vocab(
-                load_tokenizer(path), tokenizer, where=f"between the model that sampled {ref['path']} ({path}) and the student {model.name_or_path}",
+                load_tokenizer(path),
+                tokenizer,
+                where=f"between the model that sampled {ref['path']} ({path}) and the student {model.name_or_path}",
                 fix="train the model that produced the rollouts, or one sharing its tokenizer",
             )
 
@@ -205,7 +232,9 @@ def micro_batches(lengths: list[int], cfg: TrainConfig, device: torch.device) ->
     return tight_length_buckets(lengths, cfg.micro_batch_tokens, pass_overhead_tokens(cfg.micro_batch_tokens, device))
 
 
-def row_logprobs(model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float, passes: int = 0) -> torch.Tensor:
+def row_logprobs(
+    model, rows: Rows, index: list[int], cfg: TrainConfig, pad_id: int, temperature: float, passes: int = 0
+) -> torch.Tensor:
     """Flat log-probs of the completion tokens of ``index`` rows (in that order), no grad.
 
     Makes at least ``passes`` forward passes (the extra ones on row 0, thrown away): under FSDP2
@@ -274,8 +303,17 @@ def flat_slices(rows: Rows, values_flat: torch.Tensor) -> list[torch.Tensor]:
 
 
 def optimizer_step(
-    model, optimizer, objective_fn, obj_cfg, rows: Rows, step_rows: np.ndarray,
-    old: list, ref: list | None, teacher: list | None, cfg: TrainConfig, pad_id: int,
+    model,
+    optimizer,
+    objective_fn,
+    obj_cfg,
+    rows: Rows,
+    step_rows: np.ndarray,
+    old: list,
+    ref: list | None,
+    teacher: list | None,
+    cfg: TrainConfig,
+    pad_id: int,
 ) -> dict[str, float]:
     """Gradients of one optimizer step over ``step_rows`` (micro-batches, one backward each), clipped.
 
@@ -313,13 +351,16 @@ def optimizer_step(
                 (student.sum() * 0.0).backward()
                 continue
             lens = batch.lengths_B
-            to_bt = lambda values: pad_rows(torch.cat(values).to(device), lens)[0]  # noqa: E731
+            to_bt = lambda values, lens=lens: pad_rows(torch.cat(values).to(device), lens)[0]  # noqa: E731
             student_BT, mask_BT = pad_rows(student, lens)
             inputs = LossInputs(
-                student_logprobs=student_BT, old_logprobs=student_BT.detach() if old is None else to_bt([old[i] for i in ids]),
-                advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=device), mask=mask_BT,
+                student_logprobs=student_BT,
+                old_logprobs=student_BT.detach() if old is None else to_bt([old[i] for i in ids]),
+                advantages=torch.tensor(rows.advantages[ids], dtype=torch.float32, device=device),
+                mask=mask_BT,
                 teacher_logprobs=to_bt([teacher[i] for i in ids]) if teacher is not None else None,
-                ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None, denominators=denominators,
+                ref_logprobs=to_bt([ref[i] for i in ids]) if ref is not None else None,
+                denominators=denominators,
             )
             out = objective_fn(inputs, obj_cfg)
             (out.loss * scale).backward()
@@ -336,7 +377,9 @@ def optimizer_step(
     if distributed.enabled():  # every rank's share: the loss is a sum of contributions, metrics token means
         shares = distributed.all_gather_objects((loss_total, tokens, weighted))
         loss_total, tokens = sum(x[0] for x in shares), sum(x[1] for x in shares)
-        weighted = {key: sum(x[2].get(key, 0.0) for x in shares) for key in dict.fromkeys(k for x in shares for k in x[2])}
+        weighted = {
+            key: sum(x[2].get(key, 0.0) for x in shares) for key in dict.fromkeys(k for x in shares for k in x[2])
+        }
     metrics = {key: value / max(tokens, 1) for key, value in weighted.items()}
     metrics["loss"] = loss_total
     metrics["grad_norm"] = distributed.clip_grad_norm(model.parameters(), cfg.grad_clip)
@@ -361,7 +404,11 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     fp = run_fingerprint(cfg, obj_cfg, refs, start_identity)
     if replay:
         if not (is_complete(out) and read_manifest(out).get("fingerprint") == fp):
-            raise ArtifactError(f"cannot replay {out}: it is not a complete checkpoint of these inputs", None, "re-run without replaying")
+            raise ArtifactError(
+                f"cannot replay {out}: it is not a complete checkpoint of these inputs",
+                None,
+                "re-run without replaying",
+            )
         cfg, snap = dataclasses.replace(cfg, save_every=0), None  # writes nothing, not even snapshots
     elif already_done(out, partial, fp, overwrite):
         return summary_from(out, skipped=True)
@@ -372,17 +419,36 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     tokenizer, hf_model, model, device = load_policy(cfg, rows, refs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Before any forward: FSDP2 leaves the root's parameters gathered after one (see distributed.reshard).
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
+    )
     log(f"train: {len(rows)} rows, objective {obj_cfg.name}, {distributed.world_size()} rank(s)")
     fixed = fixed_logprobs(model, rows, cfg, obj_cfg, pad_id)
     global_start = load_start_optimizer(cfg, model, optimizer)
     model.train()
 
-    run = TrainRun(cfg, obj_cfg, objective, out, partial, fp, model, tokenizer, optimizer, pad_id, manifest={
-        "kind": S.CHECKPOINT, "fingerprint": fp, "inputs": refs, "start_model": start_identity,
-        "objective": to_plain(obj_cfg), "train": to_plain(cfg), "policy_temperature": rows.temperature,
-        "optimizer_state": cfg.save_optimizer,
-    })
+    run = TrainRun(
+        cfg,
+        obj_cfg,
+        objective,
+        out,
+        partial,
+        fp,
+        model,
+        tokenizer,
+        optimizer,
+        pad_id,
+        manifest={
+            "kind": S.CHECKPOINT,
+            "fingerprint": fp,
+            "inputs": refs,
+            "start_model": start_identity,
+            "objective": to_plain(obj_cfg),
+            "train": to_plain(cfg),
+            "policy_temperature": rows.temperature,
+            "optimizer_state": cfg.save_optimizer,
+        },
+    )
     steps = schedule(len(rows), cfg)
     done, metrics = restore_snapshot(snap, model, optimizer) if snap is not None else (0, [])
     if snap is not None:
@@ -390,18 +456,36 @@ def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True
     started = time.perf_counter()
     train_steps(run, objective_fn, rows, fixed, steps, done, metrics, global_start)
     if not distributed.all_finite(model.parameters()):
-        raise diverged(f"the weights are not finite after step {global_start + len(steps)}", len(steps), out, partial, fp, cfg.model)
+        raise diverged(
+            f"the weights are not finite after step {global_start + len(steps)}",
+            len(steps),
+            out,
+            partial,
+            fp,
+            cfg.model,
+        )
     model.eval()
     seconds = time.perf_counter() - started
     if replay:
         match_saved_weights(out, hf_model)
     else:
-        run.save(out, global_start + len(steps), metrics, {
-            "steps": len(steps), "global_step": global_start + len(steps), "rows": len(rows),
-            "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
-            "final_metrics": metrics[-1] if metrics else {},
-        }, after=lambda: shutil.rmtree(partial, ignore_errors=True), with_optimizer=cfg.save_optimizer)
-    if distributed.world_size() == 1 and not distributed.is_fsdp(model):  # `rladctl run`: the next stages start from memory
+        run.save(
+            out,
+            global_start + len(steps),
+            metrics,
+            {
+                "steps": len(steps),
+                "global_step": global_start + len(steps),
+                "rows": len(rows),
+                "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
+                "final_metrics": metrics[-1] if metrics else {},
+            },
+            after=lambda: shutil.rmtree(partial, ignore_errors=True),
+            with_optimizer=cfg.save_optimizer,
+        )
+    if distributed.world_size() == 1 and not distributed.is_fsdp(
+        model
+    ):  # `rladctl run`: the next stages start from memory
         optimizer.zero_grad(set_to_none=True)
         state = {"step": torch.tensor(global_start + len(steps)), "optimizer": optimizer.state_dict()}
         resident.hand_on(out, hf_model, torch.float32, str(device), state)
@@ -423,11 +507,15 @@ def run_fingerprint(cfg: TrainConfig, obj_cfg, refs: list[dict], start_identity:
     AdamW state is saved do not change the result, so they are left out.
     """
     spread = ("out", "device", "save_every", "save_optimizer", "inputs", "model", "parallel")
-    return fingerprint({
-        "kind": S.CHECKPOINT, "inputs": [r["content_id"] for r in refs], "objective": to_plain(obj_cfg),
-        "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
-        "train": {k: v for k, v in to_plain(cfg).items() if k not in spread},
-    })
+    return fingerprint(
+        {
+            "kind": S.CHECKPOINT,
+            "inputs": [r["content_id"] for r in refs],
+            "objective": to_plain(obj_cfg),
+            "model": {k: start_identity.get(k) for k in ("config_hash", "weights_hash")},
+            "train": {k: v for k, v in to_plain(cfg).items() if k not in spread},
+        }
+    )
 
 
 def already_done(out: Path, partial: Path, fp: str, overwrite: bool) -> bool:
@@ -439,9 +527,17 @@ def already_done(out: Path, partial: Path, fp: str, overwrite: bool) -> bool:
             distributed.main_only(lambda: (shutil.rmtree(partial, ignore_errors=True), remove_leftovers(out, partial)))
             return True
         if not overwrite:
-            raise ArtifactError(f"output directory {out} holds a checkpoint from a different run", None, "choose another --out, or pass --overwrite to replace it")
+            raise ArtifactError(
+                f"output directory {out} holds a checkpoint from a different run",
+                None,
+                "choose another --out, or pass --overwrite to replace it",
+            )
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(f"output directory {out} is not empty and holds no complete checkpoint", None, "choose another --out, or pass --overwrite to replace it")
+        raise ArtifactError(
+            f"output directory {out} is not empty and holds no complete checkpoint",
+            None,
+            "choose another --out, or pass --overwrite to replace it",
+        )
     return False
 
 
@@ -453,13 +549,23 @@ def load_policy(cfg: TrainConfig, rows: Rows, refs: list[dict]):
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     device = torch.device(resolve_device(distributed.device(cfg.device)))
     # FSDP2 moves each rank's shards to the device: the whole model never has to fit on one GPU.
-    hf_model = load_model(cfg.model, dtype="float32", device="cpu" if cfg.parallel == "fsdp" else str(device), trust_remote_code=cfg.trust_remote_code, for_training=True)
+    hf_model = load_model(
+        cfg.model,
+        dtype="float32",
+        device="cpu" if cfg.parallel == "fsdp" else str(device),
+        trust_remote_code=cfg.trust_remote_code,
+        for_training=True,
+    )
     check_vocab(hf_model, tokenizer, rows, refs)
     if cfg.gradient_checkpointing:
         # The reentrant variant needs DDP's static_graph and does not work with FSDP2.
         wrapped = distributed.enabled() or cfg.parallel == "fsdp"
-        hf_model.gradient_checkpointing_enable(**({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if wrapped else {}))
-    model = distributed.wrap(LogprobPolicy(hf_model), cfg.parallel, device, getattr(hf_model.get_decoder(), "layers", ()))
+        hf_model.gradient_checkpointing_enable(
+            **({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if wrapped else {})
+        )
+    model = distributed.wrap(
+        LogprobPolicy(hf_model), cfg.parallel, device, getattr(hf_model.get_decoder(), "layers", ())
+    )
     return tokenizer, hf_model, model, device
 
 
@@ -485,21 +591,31 @@ def fixed_logprobs(model, rows: Rows, cfg: TrainConfig, obj_cfg, pad_id: int) ->
     teacher = [torch.tensor(t, dtype=torch.float32) for t in rows.teacher] if rows.teacher is not None else None
     old = None if single_step else flat_slices(rows, start_lp) if cfg.recompute_old else sampler
     ref = reference_logprobs(cfg, obj_cfg, rows, list(range(len(rows))), pad_id, start_lp)
-    gap = float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean()) if cfg.recompute_old and old is not None else None
+    gap = (
+        float(torch.cat([(a - b).abs() for a, b in zip(old, sampler)]).mean())
+        if cfg.recompute_old and old is not None
+        else None
+    )
     return FixedLogprobs(old, ref, teacher, gap)
 
 
 def load_start_optimizer(cfg: TrainConfig, model, optimizer) -> int:
     """The AdamW state and global step the start model was saved (or handed on in memory) with; 0 without."""
-    state = (resident.take_training_state(cfg.model) or load_training_state(cfg.model)) if cfg.continue_optimizer else None
+    state = (
+        (resident.take_training_state(cfg.model) or load_training_state(cfg.model)) if cfg.continue_optimizer else None
+    )
     if state is None:
         return 0
     if "optimizer" in state:
-        distributed.load_optimizer_state(model, optimizer, state["optimizer"])  # also restores the saved hyperparameters,
+        distributed.load_optimizer_state(
+            model, optimizer, state["optimizer"]
+        )  # also restores the saved hyperparameters,
         for group in optimizer.param_groups:  # but this run's recipe decides them
             group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     else:
-        log(f"[yellow]{cfg.model} was saved without its AdamW state (run.optimizer_state_every): the optimizer starts afresh")
+        log(
+            f"[yellow]{cfg.model} was saved without its AdamW state (run.optimizer_state_every): the optimizer starts afresh"
+        )
     return int(state["step"])
 
 
@@ -519,12 +635,23 @@ class TrainRun:
     pad_id: int
     manifest: dict  # what every save's manifest starts with
 
-    def save(self, path: Path, step: int, metrics: list[dict], extra: dict, after=None, with_optimizer: bool = True) -> None:
+    def save(
+        self, path: Path, step: int, metrics: list[dict], extra: dict, after=None, with_optimizer: bool = True
+    ) -> None:
         optimizer = self.optimizer if with_optimizer else None
         save_whole(path, self.model, self.tokenizer, optimizer, step, metrics, self.manifest | extra, after)
 
 
-def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, steps: list[np.ndarray], done: int, metrics: list[dict], global_start: int) -> None:
+def train_steps(
+    run: TrainRun,
+    objective_fn,
+    rows: Rows,
+    fixed: FixedLogprobs,
+    steps: list[np.ndarray],
+    done: int,
+    metrics: list[dict],
+    global_start: int,
+) -> None:
     """Optimizer steps ``done`` onwards, appending each one's metrics; snapshots every ``save_every``.
 
     A step whose loss or gradient norm is not finite changes no weight; ``max_bad_steps`` of them in
@@ -542,7 +669,19 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
                 group["lr"] = lr
             step_cfg = run.objective.config_at(obj_cfg, step, horizon)  # e.g. an annealed kl_beta
             t0 = time.perf_counter()
-            m = optimizer_step(run.model, optimizer, objective_fn, step_cfg, rows, steps[k], fixed.old, fixed.ref, fixed.teacher, cfg, run.pad_id)
+            m = optimizer_step(
+                run.model,
+                optimizer,
+                objective_fn,
+                step_cfg,
+                rows,
+                steps[k],
+                fixed.old,
+                fixed.ref,
+                fixed.teacher,
+                cfg,
+                run.pad_id,
+            )
             finite = math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])  # global values: every rank agrees
             if finite:
                 apply_update(optimizer, step, lr, run.out, run.partial, run.fp, cfg.model)
@@ -553,8 +692,15 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
             seconds = time.perf_counter() - t0
             if fixed.sampler_old_gap is not None:
                 m["sampler_old_gap"] = fixed.sampler_old_gap
-            m.update(step=step + 1, epoch=k * cfg.epochs // len(steps), lr=lr, skipped=not finite,
-                     dropped_groups=rows.dropped_groups, tokens_per_s=m["tokens"] / seconds, seconds=seconds)
+            m.update(
+                step=step + 1,
+                epoch=k * cfg.epochs // len(steps),
+                lr=lr,
+                skipped=not finite,
+                dropped_groups=rows.dropped_groups,
+                tokens_per_s=m["tokens"] / seconds,
+                seconds=seconds,
+            )
             m.update(run.objective.scheduled(obj_cfg, step, horizon))  # each scheduled value exactly, not a token mean
             metrics.append(m)
             bar.advance(1, m["tokens"])
@@ -564,8 +710,13 @@ def train_steps(run: TrainRun, objective_fn, rows: Rows, fixed: FixedLogprobs, s
                 what += ")" if bad >= cfg.max_bad_steps else ", the last: the final weights are those that gave it)"
                 raise diverged(what, k - bad + 1, run.out, run.partial, run.fp, cfg.model)
             if finite and cfg.save_every and (k + 1) % cfg.save_every == 0 and k + 1 < len(steps):
-                run.save(run.partial / f"step-{k + 1:06d}", step + 1, metrics, {"snapshot_step": k + 1},
-                         after=lambda: prune_snapshots(run.partial, keep=2))
+                run.save(
+                    run.partial / f"step-{k + 1:06d}",
+                    step + 1,
+                    metrics,
+                    {"snapshot_step": k + 1},
+                    after=lambda: prune_snapshots(run.partial, keep=2),
+                )
 
 
 def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], pad_id: int, start_lp) -> list | None:
@@ -575,7 +726,9 @@ def reference_logprobs(cfg: TrainConfig, obj_cfg, rows: Rows, index: list[int], 
         return flat_slices(rows, start_lp)
     from rladctl.models.loading import load_model
 
-    ref_model = load_model(cfg.reference, dtype=cfg.dtype, device=distributed.device(cfg.device), trust_remote_code=cfg.trust_remote_code)
+    ref_model = load_model(
+        cfg.reference, dtype=cfg.dtype, device=distributed.device(cfg.device), trust_remote_code=cfg.trust_remote_code
+    )
     values = flat_slices(rows, row_logprobs(ref_model, rows, index, cfg, pad_id, rows.temperature))
     del ref_model
     return values
@@ -587,8 +740,14 @@ def summary_from(out: Path, skipped: bool) -> TrainSummary:
     tokens = sum(int(m.get("tokens", 0)) for m in metrics)
     seconds = float(manifest.get("timings", {}).get("seconds", 0.0))
     return TrainSummary(
-        out=str(out), steps=len(metrics), rows=int(manifest.get("rows", 0)), tokens=tokens, seconds=seconds,
-        tokens_per_s=tokens / seconds if seconds else 0.0, loss_last=float(metrics[-1]["loss"]) if metrics else float("nan"),
+        out=str(out),
+        steps=len(metrics),
+        rows=int(manifest.get("rows", 0)),
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds else 0.0,
+        loss_last=float(metrics[-1]["loss"]) if metrics else float("nan"),
         reward_mean=float(np.mean([m["reward_mean"] for m in metrics])) if metrics else 0.0,
-        skipped_steps=sum(1 for m in metrics if m.get("skipped")), skipped=skipped,
+        skipped_steps=sum(1 for m in metrics if m.get("skipped")),
+        skipped=skipped,
     )

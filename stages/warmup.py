@@ -40,7 +40,9 @@ def gold_completion(answer: str, prompt_cfg) -> str:
     return f"<answer>{answer}</answer>"
 
 
-def warmup(recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> WarmupSummary:
+def warmup(
+    recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0
+) -> WarmupSummary:
     """Train ``model_dir`` in place for ``steps`` AdamW steps on gold (prompt, answer) pairs."""
     from rladctl.backends.logprobs import build_row_batch, sequence_logprobs
     from rladctl.models.loading import load_model
@@ -61,8 +63,18 @@ def warmup(recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: 
     started, nll = time.perf_counter(), float("nan")
     with meter(f"warm-up {Path(model_dir).name}", total=steps) as bar:
         for step in range(steps):
-            prompts = prepare_prompts(task, recipe.prompt, tokenizer, "train", (seed * 7919 + step * batch_size) % task.split_size("train"), batch_size)
-            completions = [tokenizer(gold_completion(item.answer, recipe.prompt), add_special_tokens=False)["input_ids"] + [eos] for item in prompts.items]
+            prompts = prepare_prompts(
+                task,
+                recipe.prompt,
+                tokenizer,
+                "train",
+                (seed * 7919 + step * batch_size) % task.split_size("train"),
+                batch_size,
+            )
+            completions = [
+                tokenizer(gold_completion(item.answer, recipe.prompt), add_special_tokens=False)["input_ids"] + [eos]
+                for item in prompts.items
+            ]
             batch = build_row_batch(prompts.token_ids, completions, pad, model.device)
             for group in optimizer.param_groups:  # cosine decay to 10% keeps the end stable
                 group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
@@ -75,7 +87,16 @@ def warmup(recipe: LoadedRecipe, model_dir: str | Path, steps: int, batch_size: 
             bar.advance(1, int(batch.targets_N.numel()))
     seconds = time.perf_counter() - started
     model.eval()
-    manifest = {"kind": "warmup", "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "final_nll": nll,
-                "task": to_plain(recipe.task), "prompt": to_plain(recipe.prompt), "seconds": round(seconds, 3)}
+    manifest = {
+        "kind": "warmup",
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "final_nll": nll,
+        "task": to_plain(recipe.task),
+        "prompt": to_plain(recipe.prompt),
+        "seconds": round(seconds, 3),
+    }
     save_checkpoint(Path(model_dir), model, tokenizer, None, 0, [], manifest)
     return WarmupSummary(str(model_dir), steps, batch_size, seconds, nll)

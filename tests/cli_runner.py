@@ -43,8 +43,9 @@ from pathlib import Path
 STATS: Counter = Counter()  # runs in this process (the suite's summary)
 
 
-def run(args: list[str], *, env: dict[str, str | None] | None = None, cwd: str | Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, env: dict[str, str | None] | None = None, cwd: str | Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """``rladctl ARGS`` in this process. ``env``: variables to set (None: to unset) for the run.
 
     Past ``timeout`` seconds the run is interrupted (the CLI's own Ctrl-C path) and
@@ -55,8 +56,17 @@ def run(args: list[str], *, env: dict[str, str | None] | None = None, cwd: str |
     argv = ["rladctl", *map(str, args)]
     output: dict[int, str] = {}
     with contextlib.ExitStack() as stack:
-        for isolation in (_environment(env or {}), _directory(cwd), _signal_handlers(), _torch_state(),
-                          _random_state(), _rladctl_globals(), _stdio(output), _fresh_logging(), _fresh_warnings()):
+        for isolation in (
+            _environment(env or {}),
+            _directory(cwd),
+            _signal_handlers(),
+            _torch_state(),
+            _random_state(),
+            _rladctl_globals(),
+            _stdio(output),
+            _fresh_logging(),
+            _fresh_warnings(),
+        ):
             stack.enter_context(isolation)
         code, ended_by = _call(argv, timeout)
     if ended_by == "timeout":
@@ -248,10 +258,17 @@ def _stdio(output: dict[int, str]) -> Iterator[None]:
             os.dup2(file.fileno(), fd)
         sys.stdin = open(os.devnull, encoding="utf-8")  # closed on the way out
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
-                          closefd=False)  # line-buffered, as Python's stderr always is
-        moved = _point_handlers({id(saved[1]): sys.stdout, id(sys.__stdout__): sys.stdout,
-                                 id(saved[2]): sys.stderr, id(sys.__stderr__): sys.stderr})
+        sys.stderr = open(
+            2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+        )  # line-buffered, as Python's stderr always is
+        moved = _point_handlers(
+            {
+                id(saved[1]): sys.stdout,
+                id(sys.__stdout__): sys.stdout,
+                id(saved[2]): sys.stderr,
+                id(sys.__stderr__): sys.stderr,
+            }
+        )
         if console is not None:  # built at import, it decided then whether stderr is a terminal
             from rich.console import Console
 

@@ -64,13 +64,30 @@ def shards(models, tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("rladctl.tasks.catalog.extract_answer", lambda completion, prompt: completion or "-")
         mp.setattr(GymTask, "score", lambda self, metadata, extracted: float(len(extracted) % 2))
-        run_rollout(load_recipe(None, TASK_SETS + [
-            f'rollout.model="{models["student"]}"', f'rollout.out="{paths["rollouts"]}"', f"rollout.num_prompts={PROMPTS}",
-            f"rollout.group_size={GROUP}", "rollout.max_new_tokens=10", "rollout.prompts_per_part=2",
-        ]))
-    run_score_teacher(load_recipe(None, [
-        f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{paths["rollouts"]}"', f'score_teacher.out="{paths["scored"]}"',
-    ]))
+        run_rollout(
+            load_recipe(
+                None,
+                TASK_SETS
+                + [
+                    f'rollout.model="{models["student"]}"',
+                    f'rollout.out="{paths["rollouts"]}"',
+                    f"rollout.num_prompts={PROMPTS}",
+                    f"rollout.group_size={GROUP}",
+                    "rollout.max_new_tokens=10",
+                    "rollout.prompts_per_part=2",
+                ],
+            )
+        )
+    run_score_teacher(
+        load_recipe(
+            None,
+            [
+                f'score_teacher.teacher="{models["teacher"]}"',
+                f'score_teacher.input="{paths["rollouts"]}"',
+                f'score_teacher.out="{paths["scored"]}"',
+            ],
+        )
+    )
     return paths
 
 
@@ -88,8 +105,9 @@ def pytest_runtest_setup(item):
     _IN_PROCESS = wanted and not any(item.get_closest_marker(name) for name in PROCESS_MARKERS)
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """``rladctl ARGS`` as a user runs it: its exit code, stdout and stderr (RLADCTL_QUIET set,
     RLADCTL_DEBUG unset, unless ``env`` says otherwise).
 
@@ -146,7 +164,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(", ".join(runs))
     faultlib, catalogue = sys.modules.get("faultlib"), sys.modules.get("test_bad_input")
     stats = dict(faultlib.STATS) if faultlib else {}
-    refused = [r for r in terminalreporter.stats.get("passed", []) if "test_bad_input.py::test_bad_input_is_refused" in r.nodeid]
+    refused = [
+        r
+        for r in terminalreporter.stats.get("passed", [])
+        if "test_bad_input.py::test_bad_input_is_refused" in r.nodeid
+    ]
     if not stats and not refused:
         return  # no fault test ran
     if catalogue is not None:

@@ -65,7 +65,9 @@ class _Server:
                 raise TimeoutError
             chunk = os.read(fd, 4096)
             if not chunk:
-                raise RuntimeError(f"the fork server exited with {self.proc.wait()}; RLADCTL_TEST_FORKSERVER=0 runs without it")
+                raise RuntimeError(
+                    f"the fork server exited with {self.proc.wait()}; RLADCTL_TEST_FORKSERVER=0 runs without it"
+                )
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
         return json.loads(line)
@@ -82,9 +84,12 @@ class _Server:
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(timeout=60)
-                raise subprocess.TimeoutExpired(argv, timeout, out.read_text(errors="replace"),
-                                               err.read_text(errors="replace")) from None
-            return subprocess.CompletedProcess(argv, code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+                raise subprocess.TimeoutExpired(
+                    argv, timeout, out.read_text(errors="replace"), err.read_text(errors="replace")
+                ) from None
+            return subprocess.CompletedProcess(
+                argv, code, out.read_text(errors="replace"), err.read_text(errors="replace")
+            )
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -110,8 +115,9 @@ def _server_for(env: dict[str, str]) -> _Server | None:
     return server if server is not None and server.usable else None
 
 
-def run(args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float = 300,
-        fresh: bool = False) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout: float = 300, fresh: bool = False
+) -> subprocess.CompletedProcess:
     """``subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)``.
 
     ``args`` is ``["-m", module, ...]`` or ``[script.py, ...]``, as for the interpreter. ``fresh``:
@@ -120,7 +126,9 @@ def run(args: list[str], *, env: dict[str, str], cwd: str | None = None, timeout
     server = None if fresh else _server_for(env)
     if server is None:
         STATS["fresh"] += 1
-        return subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+        )
     STATS["forked"] += 1
     return server.run(list(args), env, cwd, timeout)
 

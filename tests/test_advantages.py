@@ -34,7 +34,12 @@ def test_interleaved_groups_and_id_types_agree():
     # std sqrt((4 + 4 + 16)/3) = sqrt(8) -> [2, 2, -4] / 2.828427 = [0.707107, 0.707107, -1.414214]
     rewards = [1.0, 10.0, 3.0, 10.0, 4.0]
     want = torch.tensor([-1.0, 2 / 8**0.5, 1.0, 2 / 8**0.5, -4 / 8**0.5], dtype=torch.float64)
-    for ids in (["p0", "p1", "p0", "p1", "p1"], [0, 1, 0, 1, 1], torch.tensor([5, 2, 5, 2, 2]), np.array([3, 9, 3, 9, 9])):
+    for ids in (
+        ["p0", "p1", "p0", "p1", "p1"],
+        [0, 1, 0, 1, 1],
+        torch.tensor([5, 2, 5, 2, 2]),
+        np.array([3, 9, 3, 9, 9]),
+    ):
         got = group_advantages(rewards, ids, eps=0.0, dtype=torch.float64)
         assert torch.allclose(got, want, atol=1e-12, rtol=0), ids
 
@@ -44,7 +49,12 @@ def test_equal_rewards_give_exactly_zero_even_where_float_mean_is_inexact():
     got = group_advantages([0.1, 0.1, 0.1, 0.7], ["a", "a", "a", "b"], eps=0.0)
     assert torch.equal(got, torch.zeros(4))
     assert zero_std_groups([0.1, 0.1, 0.1, 0.7, 0.0, 1.0], ["a", "a", "a", "b", "c", "c"]).tolist() == [
-        True, True, True, True, False, False,  # a single-row group has no variance either
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,  # a single-row group has no variance either
     ]
 
 
@@ -71,6 +81,10 @@ def test_matches_loop_reference(seed):
     rewards = rng.choice([0.0, 0.25, 1.0], size=40).tolist()
     rewards[:3], ids[:3] = [0.5, 0.5, 0.5], [99, 99, 99]  # a certain zero-variance group
     got = group_advantages(rewards, ids, eps=1e-6, dtype=torch.float64)
-    assert torch.allclose(got, torch.tensor(loop_advantages(rewards, ids, 1e-6), dtype=torch.float64), atol=1e-10, rtol=0)
-    zero = [max(x for x, h in zip(rewards, ids) if h == g) == min(x for x, h in zip(rewards, ids) if h == g) for g in ids]
+    assert torch.allclose(
+        got, torch.tensor(loop_advantages(rewards, ids, 1e-6), dtype=torch.float64), atol=1e-10, rtol=0
+    )
+    zero = [
+        max(x for x, h in zip(rewards, ids) if h == g) == min(x for x, h in zip(rewards, ids) if h == g) for g in ids
+    ]
     assert zero_std_groups(rewards, ids).tolist() == zero

@@ -104,7 +104,10 @@ def test_the_import_graph_has_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.startswith("rladctl.stages") and n not in ("rladctl.cli", "rladctl.__main__")))
+@pytest.mark.parametrize(
+    "name",
+    sorted(n for n in MODULES if not n.startswith("rladctl.stages") and n not in ("rladctl.cli", "rladctl.__main__")),
+)
 def test_the_library_never_imports_a_stage_or_the_cli(name):
     up = sorted(m for m in GRAPH[name] if m.startswith("rladctl.stages") or m in ("rladctl.cli", "rladctl.__main__"))
     assert not up, f"{name} imports {up}: the library points down only (docs/architecture.md)"

@@ -85,7 +85,12 @@ def test_complete_artifact_round_trips_and_opens_without_rladctl(tmp_path):
     artifact = open_artifact(tmp_path / "a", [S.ROLLOUTS])
     assert artifact.rows == 4 and artifact.table().equals(pa.concat_tables([rollout_table(), rollout_table(start=2)]))
     ref = artifact.reference()
-    assert ref == {"path": str(tmp_path / "a"), "kind": S.ROLLOUTS, "manifest_sha256": sha256_file(tmp_path / "a" / MANIFEST), "content_id": ref["content_id"]}
+    assert ref == {
+        "path": str(tmp_path / "a"),
+        "kind": S.ROLLOUTS,
+        "manifest_sha256": sha256_file(tmp_path / "a" / MANIFEST),
+        "content_id": ref["content_id"],
+    }
     # content_id depends on the data only: a manifest rewritten with other timings keeps it.
     manifest = json.loads((tmp_path / "a" / MANIFEST).read_text())
     (tmp_path / "a" / MANIFEST).write_text(json.dumps(manifest | {"created_unix": 0}))
@@ -207,7 +212,9 @@ def test_a_failed_write_leaves_no_temp_file_and_no_manifest(tmp_path, monkeypatc
     with pytest.raises(ArtifactError) as exc:
         writer.write_part(1, rollout_table(start=2))
     line = one_line(exc)
-    assert f"cannot write {tmp_path / 'a' / part_name(1)} (No space left on device)" in line and "re-run to resume" in line
+    assert (
+        f"cannot write {tmp_path / 'a' / part_name(1)} (No space left on device)" in line and "re-run to resume" in line
+    )
     assert listing(tmp_path / "a") == [part_name(0)] and writer.done == {0}
 
 
@@ -319,7 +326,9 @@ def test_token_columns_of_the_right_length_and_finite_pass():
 
 
 def test_a_length_mismatch_names_the_row_and_column():
-    table = with_column(rollout_table(3), S.TEACHER_LOGPROBS, [[-1.0] * 3, [-1.0] * 3, [-1.0] * 2], pa.list_(pa.float32()))
+    table = with_column(
+        rollout_table(3), S.TEACHER_LOGPROBS, [[-1.0] * 3, [-1.0] * 3, [-1.0] * 2], pa.list_(pa.float32())
+    )
     with pytest.raises(ArtifactError) as exc:
         validate_token_columns(table, S.PER_TOKEN_COLUMNS, "scored/part-00000.parquet")
     assert one_line(exc).startswith(
@@ -331,7 +340,9 @@ def test_a_length_mismatch_names_the_row_and_column():
 def test_nan_and_inf_are_found_with_their_row(bad):
     values = [[-1.0] * 3, [-1.0] * 3, [-1.0, bad, -1.0], [-1.0] * 3]
     table = with_column(rollout_table(4), S.SAMPLER_LOGPROBS, values, pa.list_(pa.float32()))
-    with pytest.raises(ArtifactError, match=r"column 'sampler_logprobs' holds NaN or inf \(first in row 2, prompt_id p1\)"):
+    with pytest.raises(
+        ArtifactError, match=r"column 'sampler_logprobs' holds NaN or inf \(first in row 2, prompt_id p1\)"
+    ):
         validate_token_columns(table, S.PER_TOKEN_COLUMNS, "here")
 
 
@@ -346,7 +357,9 @@ def test_nan_in_a_nested_top_k_column_is_found():
 
 def test_row_numbers_are_right_across_chunks_and_empty_rows():
     first = with_column(rollout_table(2, tokens=0), S.SAMPLER_LOGPROBS, [[], []], pa.list_(pa.float32()))
-    second = with_column(rollout_table(2, start=2), S.SAMPLER_LOGPROBS, [[-1.0] * 3, [-1.0, -1.0, float("nan")]], pa.list_(pa.float32()))
+    second = with_column(
+        rollout_table(2, start=2), S.SAMPLER_LOGPROBS, [[-1.0] * 3, [-1.0, -1.0, float("nan")]], pa.list_(pa.float32())
+    )
     table = pa.concat_tables([first, second])
     assert table[S.SAMPLER_LOGPROBS].num_chunks == 2
     with pytest.raises(ArtifactError, match=r"first in row 3, prompt_id p1\)"):
@@ -356,7 +369,10 @@ def test_row_numbers_are_right_across_chunks_and_empty_rows():
 def test_parts_that_differ_only_in_nullability_read_as_one_table(tmp_path):
     """Another tool's Parquet may mark a column non-nullable in one part and not in the next."""
     strict = rollout_table(start=2)
-    schema = pa.schema([f.with_nullable(not f.nullable) if f.name == S.REWARD else f for f in strict.schema], metadata=strict.schema.metadata)
+    schema = pa.schema(
+        [f.with_nullable(not f.nullable) if f.name == S.REWARD else f for f in strict.schema],
+        metadata=strict.schema.metadata,
+    )
     write_artifact(tmp_path / "a", tables=[rollout_table(), strict.cast(schema)])
     table = open_artifact(tmp_path / "a", [S.ROLLOUTS]).table()
     assert table.num_rows == 4 and table[S.PROMPT_ID].to_pylist() == ["p0", "p0", "p1", "p1"]
@@ -400,7 +416,10 @@ def edit_manifest(path: Path, change) -> None:
     [
         (lambda m: m.update(parts="part-00000.parquet"), r"parts is str 'part-00000.parquet', not a list"),
         (lambda m: m["parts"][0].update(file=7), r"parts\[0\]\.file is 7, not a part file name"),
-        (lambda m: m["parts"][0].update(file="../../elsewhere/part-00000.parquet"), r"parts\[0\]\.file is '\.\./\.\./elsewhere"),
+        (
+            lambda m: m["parts"][0].update(file="../../elsewhere/part-00000.parquet"),
+            r"parts\[0\]\.file is '\.\./\.\./elsewhere",
+        ),
         (lambda m: m["parts"][1].update(file="/etc/passwd"), r"parts\[1\]\.file is '/etc/passwd'"),
         (lambda m: m["parts"][0].update(rows=-1), r"parts\[0\]\.rows is -1"),
         (lambda m: m["parts"][0].update(sha256=None), r"parts\[0\]\.sha256 is None"),
@@ -416,7 +435,9 @@ def edit_manifest(path: Path, change) -> None:
 def test_a_manifest_with_wrong_types_or_paths_outside_is_one_line(tmp_path, change, complaint):
     write_artifact(tmp_path / "a")
     edit_manifest(tmp_path / "a", change)
-    with pytest.raises(ArtifactError, match=rf"manifest .* is invalid: {complaint}.*re-create the artifact with --overwrite"):
+    with pytest.raises(
+        ArtifactError, match=rf"manifest .* is invalid: {complaint}.*re-create the artifact with --overwrite"
+    ):
         open_artifact(tmp_path / "a", [S.ROLLOUTS])
     one_line(pytest.raises(ArtifactError, open_artifact, tmp_path / "a", [S.ROLLOUTS]))
 
@@ -433,7 +454,9 @@ def test_negative_token_ids_and_non_finite_rewards_are_refused():
     table = rollout_table(rows=2)
     ids = table.column_names.index(S.COMPLETION_TOKEN_IDS)
     bad_ids = table.set_column(ids, S.COMPLETION_TOKEN_IDS, pa.array([[0, 1, 2], [0, -3, 2]], pa.list_(pa.int32())))
-    with pytest.raises(ArtifactError, match=r"column 'completion_token_ids' holds the token id -3 .*row 1, prompt_id p0"):
+    with pytest.raises(
+        ArtifactError, match=r"column 'completion_token_ids' holds the token id -3 .*row 1, prompt_id p0"
+    ):
         validate_token_columns(bad_ids, (), "t")
     rewards = table.column_names.index(S.REWARD)
     bad_reward = table.set_column(rewards, S.REWARD, pa.array([1.0, float("nan")], pa.float32()))
@@ -446,12 +469,18 @@ def test_a_failed_write_gives_the_advice_of_its_cause(tmp_path):
     from rladctl.store.files import make_dir
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ArtifactError, match=r"cannot write .*file/out \(Not a directory\).*a file stands where a directory is needed"):
+    with pytest.raises(
+        ArtifactError, match=r"cannot write .*file/out \(Not a directory\).*a file stands where a directory is needed"
+    ):
         make_dir(tmp_path / "file" / "out")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(ArtifactError, match=r"symbolic-link loop"):
         make_dir(tmp_path / "loop" / "out")
-    for code, advice in ((errno.ENOSPC, "free disk space"), (errno.EROFS, "read-only"), (errno.EACCES, "you may write to")):
+    for code, advice in (
+        (errno.ENOSPC, "free disk space"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "you may write to"),
+    ):
         from rladctl.store.files import write_output_error
 
         assert advice in write_output_error(tmp_path, OSError(code, os.strerror(code))).line()

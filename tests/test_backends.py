@@ -15,7 +15,9 @@ def no_vllm(monkeypatch):
     """vllm cannot run here, whether or not it is installed."""
 
     def missing():
-        raise MissingDependencyError("the vllm backend needs the vllm package, which is not installed", None, "install it")
+        raise MissingDependencyError(
+            "the vllm backend needs the vllm package, which is not installed", None, "install it"
+        )
 
     monkeypatch.setattr("rladctl.backends.vllm.import_vllm", missing)
 
@@ -44,9 +46,15 @@ def test_hf_factories_load_on_the_engine_and_describe_themselves(models, no_vllm
     generator = backends.load_generator(engine, str(models["student"]), batch_size=3, seed=0)
     context = AutoConfig.from_pretrained(models["student"]).max_position_embeddings
     assert generator.info == backends.BackendInfo("hf", generator.version, "torch.float32")
-    assert generator.context_length == context and generator.batch_size == 3 and generator.info.entry() == {
-        "name": "hf", "version": generator.version,
-    }
+    assert (
+        generator.context_length == context
+        and generator.batch_size == 3
+        and generator.info.entry()
+        == {
+            "name": "hf",
+            "version": generator.version,
+        }
+    )
     samples = generator.generate([[5, 6, 7]] * 2, backends.SamplingParams(max_new_tokens=4, seed=1))
     assert len(samples) == 2 and all(len(s.token_ids) == len(s.logprobs) <= 4 for s in samples)
     generator.close()

@@ -54,8 +54,19 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> str
 
 
 def rollout_args(models, out: Path, *extra: str) -> list[str]:
-    return ["rollout", "--model", str(models["student"]), "--out", str(out), "-n", "2", "-G", "2",
-            *sets(*TASK_SETS, "rollout.max_new_tokens=4"), *extra]
+    return [
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "--out",
+        str(out),
+        "-n",
+        "2",
+        "-G",
+        "2",
+        *sets(*TASK_SETS, "rollout.max_new_tokens=4"),
+        *extra,
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +79,9 @@ def test_help_is_fast_and_lists_every_command_with_its_summary():
     best, done = float("inf"), None
     for _ in range(3):
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "rladctl", "--help"], capture_output=True, text=True, env=env, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "rladctl", "--help"], capture_output=True, text=True, env=env, timeout=60
+        )
         best = min(best, time.perf_counter() - started)
         assert done.returncode == 0, done.stderr
     assert best < 1.0, f"rladctl --help took {best:.2f} s at best"
@@ -108,7 +121,9 @@ def test_every_command_help_ends_with_a_runnable_looking_example(name):
 
     command = commands()[name]
     line = example(command)
-    assert line.startswith(f"Example: rladctl {name} "), f"{name}: the docstring must end with 'Example: rladctl {name} ...'"
+    assert line.startswith(f"Example: rladctl {name} "), (
+        f"{name}: the docstring must end with 'Example: rladctl {name} ...'"
+    )
     # Every option the example uses exists on the command (examples rot when options are renamed).
     known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     used = [token.split("=")[0] for token in shlex.split(line)[3:] if token.startswith("-")]
@@ -133,11 +148,20 @@ RECIPES = {
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["-r", "bad_key.toml"], ["unknown recipe key 'rollout.temprature'", "bad_key.toml", "did you mean 'temperature'?"]),
-        (["--set", "rollout.temprature=0.5"], ["unknown recipe key 'rollout.temprature'", "--set", "did you mean 'temperature'?"]),
+        (
+            ["-r", "bad_key.toml"],
+            ["unknown recipe key 'rollout.temprature'", "bad_key.toml", "did you mean 'temperature'?"],
+        ),
+        (
+            ["--set", "rollout.temprature=0.5"],
+            ["unknown recipe key 'rollout.temprature'", "--set", "did you mean 'temperature'?"],
+        ),
         (["-r", "bad_table.toml"], ["unknown recipe table [rollot]", "did you mean 'rollout'?"]),
         (["-r", "bad_type.toml"], ["'rollout.num_prompts' must be int, got str 'abc'"]),
-        (["--set", "rollout.num_prompts=abc"], ["'rollout.num_prompts' must be int, got str 'abc'", "--set rollout.num_prompts=abc"]),
+        (
+            ["--set", "rollout.num_prompts=abc"],
+            ["'rollout.num_prompts' must be int, got str 'abc'", "--set rollout.num_prompts=abc"],
+        ),
         (["-r", "bad_syntax.toml"], ["bad_syntax.toml is not valid TOML", "fix the TOML syntax"]),
         (["-r", "missing.toml"], ["recipe missing.toml does not exist"]),
         (["--set", "rollout.seed"], ["override 'rollout.seed' has no '='", "table.key=value"]),
@@ -155,7 +179,15 @@ def test_incomplete_input_artifact_is_refused(tmp_path, models):
     from test_artifacts import rollout_table
 
     ArtifactWriter(tmp_path / "r", S.ROLLOUTS, "f" * 32).write_part(0, rollout_table())  # parts, no manifest
-    done = run_cli("score-teacher", "--teacher", str(models["teacher"]), "--input", str(tmp_path / "r"), "--out", str(tmp_path / "s"))
+    done = run_cli(
+        "score-teacher",
+        "--teacher",
+        str(models["teacher"]),
+        "--input",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert_user_error(done, f"{tmp_path / 'r'} is incomplete (no _manifest.json)", "re-run the stage that writes it")
     assert not (tmp_path / "s" / MANIFEST).exists()
 
@@ -170,12 +202,18 @@ def test_missing_model_path(tmp_path):
 
 
 def test_unknown_task_suggests_the_close_match(tmp_path, models):
-    assert_user_error(run_cli(*rollout_args(models, tmp_path / "r"), "--set", "task.name=chain_summ"), "unknown task 'chain_summ'", "did you mean 'chain_sum'?")
+    assert_user_error(
+        run_cli(*rollout_args(models, tmp_path / "r"), "--set", "task.name=chain_summ"),
+        "unknown task 'chain_summ'",
+        "did you mean 'chain_sum'?",
+    )
 
 
 def test_prompt_longer_than_the_context(tmp_path, models):
     done = run_cli(*rollout_args(models, tmp_path / "r"), "--set", "rollout.max_new_tokens=100000")
-    assert_user_error(done, "with max_new_tokens 100000 it exceeds the context of", str(models["student"]), "lower max_new_tokens")
+    assert_user_error(
+        done, "with max_new_tokens 100000 it exceeds the context of", str(models["student"]), "lower max_new_tokens"
+    )
     assert not (tmp_path / "r" / MANIFEST).exists()
 
 
@@ -185,10 +223,19 @@ def test_a_different_run_is_refused_then_replaced_with_overwrite(tmp_path, model
 
     out = tmp_path / "r"
     args = rollout_args(models, out)
-    run_rollout(load_recipe(None, TASK_SETS + [
-        f'rollout.model="{models["student"]}"', f'rollout.out="{out}"', "rollout.num_prompts=2", "rollout.group_size=2",
-        "rollout.max_new_tokens=4",
-    ]))
+    run_rollout(
+        load_recipe(
+            None,
+            TASK_SETS
+            + [
+                f'rollout.model="{models["student"]}"',
+                f'rollout.out="{out}"',
+                "rollout.num_prompts=2",
+                "rollout.group_size=2",
+                "rollout.max_new_tokens=4",
+            ],
+        )
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert MANIFEST in before
     refused = run_cli(*args, "--seed", "1")
@@ -209,11 +256,14 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "ConfigError: unknown recipe key 'rollout.temprature'" in done.stderr
 
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["evl"], "error: rladctl: No such command 'evl'. Did you mean 'eval'? Run rladctl --help for the options."),
-    (["eval", "-k", "x"], "error: rladctl eval: Invalid value for '--pass-at' / '-k': "),
-    (["init-model"], "error: rladctl init-model: Invalid value for OUT: give the output directory."),
-])
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["evl"], "error: rladctl: No such command 'evl'. Did you mean 'eval'? Run rladctl --help for the options."),
+        (["eval", "-k", "x"], "error: rladctl eval: Invalid value for '--pass-at' / '-k': "),
+        (["init-model"], "error: rladctl init-model: Invalid value for OUT: give the output directory."),
+    ],
+)
 def test_option_parser_mistakes_are_one_line_too(args, line):
     done = run_cli(*args)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and done.stderr.startswith(line), done.stderr

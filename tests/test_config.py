@@ -156,10 +156,16 @@ def test_errors_name_the_set_that_supplied_the_bad_value(tmp_path):
     path = write(tmp_path, "[rollout]\nseed = 1\n")
     with pytest.raises(ConfigError) as exc:
         load_recipe(path, ["rollout.num_prompts=abc"])
-    assert one_line(exc).startswith("recipe key 'rollout.num_prompts' must be int, got str 'abc', in --set rollout.num_prompts=abc.")
-    with pytest.raises(ConfigError, match=r"unknown recipe table \[rollot\], in --set rollot.seed=1. did you mean 'rollout'\?"):
+    assert one_line(exc).startswith(
+        "recipe key 'rollout.num_prompts' must be int, got str 'abc', in --set rollout.num_prompts=abc."
+    )
+    with pytest.raises(
+        ConfigError, match=r"unknown recipe table \[rollot\], in --set rollot.seed=1. did you mean 'rollout'\?"
+    ):
         load_recipe(path, ["rollot.seed=1"])
-    with pytest.raises(ConfigError, match=r"'rollout.temprature', in --set rollout.temprature=1. did you mean 'temperature'\?"):
+    with pytest.raises(
+        ConfigError, match=r"'rollout.temprature', in --set rollout.temprature=1. did you mean 'temperature'\?"
+    ):
         load_recipe(None, ["rollout.temprature=1"])
 
 
@@ -230,10 +236,17 @@ def test_objective_table_loads_into_objective_config(tmp_path):
 
 
 def test_to_plain_round_trips_through_json(tmp_path):
-    recipe = load_recipe(None, [
-        "task.config={min_terms = 2, max_terms = 3}", "train.inputs=['runs/s0', 'runs/s1']",
-        "train.adam_betas=[0.8, 0.95]", "objective.kl_beta_end=0.0", "eval.models=['m']", "rollout.backend=vllm",
-    ])
+    recipe = load_recipe(
+        None,
+        [
+            "task.config={min_terms = 2, max_terms = 3}",
+            "train.inputs=['runs/s0', 'runs/s1']",
+            "train.adam_betas=[0.8, 0.95]",
+            "objective.kl_beta_end=0.0",
+            "eval.models=['m']",
+            "rollout.backend=vllm",
+        ],
+    )
     plain = recipe.to_dict()
     assert plain["train"]["inputs"] == ["runs/s0", "runs/s1"] and plain["objective"]["kl_beta_end"] == 0.0
     again = build_recipe(json.loads(json.dumps(plain)), "resolved.json")
@@ -273,8 +286,15 @@ def test_error_line_format(args, line):
 
 
 ENGINE_KEYS = [
-    "backend", "dtype", "device", "trust_remote_code", "tensor_parallel_size", "gpu_memory_utilization",
-    "max_model_len", "enforce_eager", "fallback_to_hf",
+    "backend",
+    "dtype",
+    "device",
+    "trust_remote_code",
+    "tensor_parallel_size",
+    "gpu_memory_utilization",
+    "max_model_len",
+    "enforce_eager",
+    "fallback_to_hf",
 ]
 
 
@@ -283,18 +303,49 @@ def test_rollout_score_teacher_and_eval_share_one_engine_and_keep_their_keys():
     keys = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (RolloutConfig, ScoreTeacherConfig, EvalConfig)}
     assert [f.name for f in dataclasses.fields(EngineConfig)] == ENGINE_KEYS
     assert keys[RolloutConfig] - set(ENGINE_KEYS) == {
-        "model", "out", "split", "num_prompts", "prompt_offset", "group_size", "temperature", "top_p", "max_new_tokens",
-        "seed", "batch_size", "prompts_per_part", "policy_step",
+        "model",
+        "out",
+        "split",
+        "num_prompts",
+        "prompt_offset",
+        "group_size",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "seed",
+        "batch_size",
+        "prompts_per_part",
+        "policy_step",
     }
     assert keys[ScoreTeacherConfig] - set(ENGINE_KEYS) == {
-        "teacher", "input", "out", "temperature", "top_k", "micro_batch_tokens", "chunk_tokens",
+        "teacher",
+        "input",
+        "out",
+        "temperature",
+        "top_k",
+        "micro_batch_tokens",
+        "chunk_tokens",
     }
     assert keys[EvalConfig] - set(ENGINE_KEYS) == {
-        "models", "from_artifacts", "labels", "out", "pass_at", "n", "num_prompts", "temperature", "top_p",
-        "max_new_tokens", "seed", "threshold", "bootstrap", "batch_size",
+        "models",
+        "from_artifacts",
+        "labels",
+        "out",
+        "pass_at",
+        "n",
+        "num_prompts",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "seed",
+        "threshold",
+        "bootstrap",
+        "batch_size",
     }
     recipe = load_recipe(None, ['eval.dtype="float32"', "eval.max_model_len=77", "rollout.enforce_eager=true"])
     assert recipe.eval.engine() == {**to_plain(EngineConfig()), "dtype": "float32", "max_model_len": 77}
     assert recipe.rollout.enforce_eager and not recipe.score_teacher.enforce_eager  # one declaration, three tables
-    with pytest.raises(ConfigError, match=r"recipe key 'eval.backend' is 'vlm', in --set eval.backend=vlm\. did you mean 'vllm'\?"):
+    with pytest.raises(
+        ConfigError, match=r"recipe key 'eval.backend' is 'vlm', in --set eval.backend=vlm\. did you mean 'vllm'\?"
+    ):
         load_recipe(None, ["eval.backend=vlm"])

@@ -50,10 +50,12 @@ def grads(fn, h_NH, w_VH, grad_N):
 def test_fused_logprobs_and_gradients_equal_naive_within_1e5_in_float32(device):
     h_NH, w_VH, targets_N, grad_N = random_case(device)
     ref = grads(lambda h, w: naive_logprobs(h, w, targets_N), h_NH, w_VH, grad_N)
-    got = grads(lambda h, w: lm_head_logprobs(h, w, targets_N, 1.0, chunk_tokens=64, chunk_vocab=1_000), h_NH, w_VH, grad_N)
+    got = grads(
+        lambda h, w: lm_head_logprobs(h, w, targets_N, 1.0, chunk_tokens=64, chunk_vocab=1_000), h_NH, w_VH, grad_N
+    )
     for name, g, r in zip(("log-probs", "d/dh", "d/dW"), got, ref):
         assert g.device.type == device and g.dtype == torch.float32, name
-        torch.testing.assert_close(g, r, atol=1e-5, rtol=0, msg=lambda m: f"{name} on {device}: {m}")
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=0, msg=lambda m, name=name: f"{name} on {device}: {m}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -71,23 +73,40 @@ def test_bf16_autocast_forward_with_backward_outside_it(device):
     assert got[0].dtype == got[1].dtype == got[2].dtype == torch.float32
     # bf16 keeps 8 bits of mantissa: about 1% of each quantity's scale
     for name, g, r in zip(("log-probs", "d/dh", "d/dW"), got, ref):
-        torch.testing.assert_close(g, r, atol=3e-2 * float(r.abs().max()), rtol=0, msg=lambda m: f"{name} on {device}: {m}")
+        torch.testing.assert_close(
+            g, r, atol=3e-2 * float(r.abs().max()), rtol=0, msg=lambda m, name=name: f"{name} on {device}: {m}"
+        )
 
 
 def rollout_sets(models, out, device: str) -> list[str]:
     return [
-        f'rollout.model="{models["student"]}"', f'rollout.out="{out}"', "rollout.num_prompts=8", "rollout.group_size=4",
-        "rollout.max_new_tokens=12", "rollout.prompts_per_part=4", 'rollout.dtype="float32"', f'rollout.device="{device}"',
+        f'rollout.model="{models["student"]}"',
+        f'rollout.out="{out}"',
+        "rollout.num_prompts=8",
+        "rollout.group_size=4",
+        "rollout.max_new_tokens=12",
+        "rollout.prompts_per_part=4",
+        'rollout.dtype="float32"',
+        f'rollout.device="{device}"',
     ]
 
 
 def score(models, inp, out, device: str):
     from rladctl.stages.score_teacher import run_score_teacher
 
-    run_score_teacher(load_recipe(None, [
-        f'score_teacher.teacher="{models["student"]}"', f'score_teacher.input="{inp}"', f'score_teacher.out="{out}"',
-        'score_teacher.dtype="float32"', f'score_teacher.device="{device}"', "score_teacher.micro_batch_tokens=64",
-    ]))
+    run_score_teacher(
+        load_recipe(
+            None,
+            [
+                f'score_teacher.teacher="{models["student"]}"',
+                f'score_teacher.input="{inp}"',
+                f'score_teacher.out="{out}"',
+                'score_teacher.dtype="float32"',
+                f'score_teacher.device="{device}"',
+                "score_teacher.micro_batch_tokens=64",
+            ],
+        )
+    )
     return open_artifact(out, [S.SCORED]).table()
 
 
@@ -116,16 +135,27 @@ def test_sampler_and_teacher_logprobs_on_the_device_agree_with_the_cpu(device, m
 def test_bf16_autocast_training_on_the_device_steps_like_float32_on_the_cpu(device, shards, tmp_path):
     """train.dtype = "bfloat16" autocasts the forward (the CUDA default); weights stay float32 and the
     update points where a float32 CPU run's does."""
-    from rladctl.stages.train import run_train
     from safetensors.torch import load_file
 
+    from rladctl.stages.train import run_train
     from rladctl.store.checkpoint import read_metrics
 
     def train(out, device, dtype):
-        run_train(load_recipe(None, [
-            f'train.model="{shards["student"]}"', f'train.inputs=["{shards["scored"]}"]', f'train.out="{out}"',
-            "train.mini_batches=2", "train.lr=1e-3", 'objective.name="trrd"', f'train.dtype="{dtype}"', f'train.device="{device}"',
-        ]))
+        run_train(
+            load_recipe(
+                None,
+                [
+                    f'train.model="{shards["student"]}"',
+                    f'train.inputs=["{shards["scored"]}"]',
+                    f'train.out="{out}"',
+                    "train.mini_batches=2",
+                    "train.lr=1e-3",
+                    'objective.name="trrd"',
+                    f'train.dtype="{dtype}"',
+                    f'train.device="{device}"',
+                ],
+            )
+        )
         return load_file(out / "model.safetensors")
 
     start = load_file(shards["student"] / "model.safetensors")
@@ -143,14 +173,31 @@ def test_bf16_autocast_training_on_the_device_steps_like_float32_on_the_cpu(devi
 def test_run_on_a_gpu_with_every_default(models, tmp_path):
     """Two iterations of `rladctl run` on device "auto" (CUDA), dtype "auto" (bf16 sampling and
     scoring, bf16 autocast training): every artifact is written and the losses are finite."""
-    done = run_cli("run", "recipes/demo.toml", "--json", *sets(
-        *TASK_SETS, f"run.dir={tmp_path / 'run'}", f"run.student={models['student']}", f"run.teacher={models['teacher']}",
-        "run.iterations=2", "rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=8",
-        "eval.pass_at=2", "eval.num_prompts=4", "eval.max_new_tokens=8", "train.lr=1e-3",
-    ))
+    done = run_cli(
+        "run",
+        "recipes/demo.toml",
+        "--json",
+        *sets(
+            *TASK_SETS,
+            f"run.dir={tmp_path / 'run'}",
+            f"run.student={models['student']}",
+            f"run.teacher={models['teacher']}",
+            "run.iterations=2",
+            "rollout.num_prompts=4",
+            "rollout.group_size=4",
+            "rollout.max_new_tokens=8",
+            "eval.pass_at=2",
+            "eval.num_prompts=4",
+            "eval.max_new_tokens=8",
+            "train.lr=1e-3",
+        ),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["iterations"] == 2
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "iter-0001" / "checkpoint" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "iter-0001" / "checkpoint" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert metrics and all(math.isfinite(m["loss"]) for m in metrics)
     for name in ("iter-0001/checkpoint/model.safetensors", "report.md", "eval/step-0002/report.json"):
         assert (tmp_path / "run" / name).exists(), name

@@ -22,7 +22,13 @@ from rladctl.store import schema as S
 from rladctl.store.artifacts import MANIFEST, open_artifact
 from rladctl.store.checkpoint import load_training_state, read_manifest, read_metrics
 
-ROLLOUT_SETS = [*TASK_SETS, "rollout.max_new_tokens=8", "rollout.prompts_per_part=1", "rollout.group_size=2", "rollout.num_prompts=5"]
+ROLLOUT_SETS = [
+    *TASK_SETS,
+    "rollout.max_new_tokens=8",
+    "rollout.prompts_per_part=1",
+    "rollout.group_size=2",
+    "rollout.num_prompts=5",
+]
 # 16 rows in steps of 6, 5 and 5 rows: the ranks get 3 + 3 or 3 + 2 of them. Micro-batches of at most
 # 34 padded tokens hold one or two rows (16 to 18 tokens each), so the ranks make different numbers
 # of passes and the one with fewer pads them with throwaway ones.
@@ -33,7 +39,16 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 600) -> subprocess.Com
     """``torchrun --standalone --nproc-per-node N -m rladctl ARGS`` (a free port each time)."""
     env = dict(os.environ, RLADCTL_QUIET="1", OMP_NUM_THREADS="1")
     env.pop("RLADCTL_DEBUG", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "rladctl", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "rladctl",
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
@@ -50,6 +65,7 @@ def keys(path: Path) -> list[tuple[str, int]]:
 
 def one_process_artifacts(models, root: Path) -> None:
     import torch
+
     from rladctl.stages.rollout import run_rollout
     from rladctl.stages.score_teacher import run_score_teacher
 
@@ -58,8 +74,19 @@ def one_process_artifacts(models, root: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_rollout(load_recipe(None, [*ROLLOUT_SETS, f'rollout.model="{models["student"]}"', f'rollout.out="{root / "r"}"']))
-        run_score_teacher(load_recipe(None, [f'score_teacher.teacher="{models["teacher"]}"', f'score_teacher.input="{root / "r"}"', f'score_teacher.out="{root / "s"}"']))
+        run_rollout(
+            load_recipe(None, [*ROLLOUT_SETS, f'rollout.model="{models["student"]}"', f'rollout.out="{root / "r"}"'])
+        )
+        run_score_teacher(
+            load_recipe(
+                None,
+                [
+                    f'score_teacher.teacher="{models["teacher"]}"',
+                    f'score_teacher.input="{root / "r"}"',
+                    f'score_teacher.out="{root / "s"}"',
+                ],
+            )
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -67,14 +94,18 @@ def one_process_artifacts(models, root: Path) -> None:
 def test_rollout_and_score_teacher_on_two_ranks_write_the_one_process_artifacts(models, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one_process_artifacts(models, one)
-    done = torchrun("rollout", "--model", str(models["student"]), "--out", str(two / "r"), "--json", *sets(*ROLLOUT_SETS))
+    done = torchrun(
+        "rollout", "--model", str(models["student"]), "--out", str(two / "r"), "--json", *sets(*ROLLOUT_SETS)
+    )
     assert json.loads(done.stdout)["rows"] == 10  # one summary: rank 0's
     torchrun("score-teacher", "--teacher", str(models["teacher"]), "--input", str(two / "r"), "--out", str(two / "s"))
 
     for kind in ("r", "s"):
         manifest = json.loads((two / kind / MANIFEST).read_text())
         assert [p["file"] for p in manifest["parts"]] == [f"part-{i:05d}.parquet" for i in range(5)]
-        assert manifest["rows"] == 10 and manifest["timings"]["ranks"] == 2 and manifest["timings"]["parts_written"] == 5
+        assert (
+            manifest["rows"] == 10 and manifest["timings"]["ranks"] == 2 and manifest["timings"]["parts_written"] == 5
+        )
         assert keys(two / kind) == keys(one / kind) and len(set(keys(two / kind))) == 10
         # A part's rows depend only on its index: the same bytes, whichever rank wrote them.
         assert parts(two / kind) == parts(one / kind)
@@ -99,6 +130,7 @@ def test_two_ranks_resume_a_partial_artifact_writing_only_the_missing_parts(mode
 
 def one_process(shards, out: Path, *extra: str):
     import torch
+
     from rladctl.stages.train import run_train
 
     threads = torch.get_num_threads()
@@ -110,22 +142,44 @@ def one_process(shards, out: Path, *extra: str):
 
 
 def _train_one(run_train, shards, out: Path, *extra: str):
-    return run_train(load_recipe(None, [
-        f'train.model="{shards["student"]}"', f'train.inputs=["{shards["scored"]}"]', f'train.out="{out}"',
-        'objective.name="trrd"', *TRAIN_SETS, *extra,
-    ]))
+    return run_train(
+        load_recipe(
+            None,
+            [
+                f'train.model="{shards["student"]}"',
+                f'train.inputs=["{shards["scored"]}"]',
+                f'train.out="{out}"',
+                'objective.name="trrd"',
+                *TRAIN_SETS,
+                *extra,
+            ],
+        )
+    )
 
 
 def two_ranks(shards, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return torchrun("train", "--model", str(shards["student"]), "--input", str(shards["scored"]), "--out", str(out),
-                    "--objective", "trrd", "--json", *sets(*TRAIN_SETS, *extra))
+    return torchrun(
+        "train",
+        "--model",
+        str(shards["student"]),
+        "--input",
+        str(shards["scored"]),
+        "--out",
+        str(out),
+        "--objective",
+        "trrd",
+        "--json",
+        *sets(*TRAIN_SETS, *extra),
+    )
 
 
 def assert_same_run(a: Path, b: Path) -> None:
     losses = lambda d: [m["loss"] for m in read_metrics(d)]  # noqa: E731
     assert len(losses(a)) == 3 and losses(a) == pytest.approx(losses(b), abs=1e-5)
     assert [m["tokens"] for m in read_metrics(a)] == [m["tokens"] for m in read_metrics(b)]
-    assert [m["grad_norm"] for m in read_metrics(a)] == pytest.approx([m["grad_norm"] for m in read_metrics(b)], rel=1e-4)
+    assert [m["grad_norm"] for m in read_metrics(a)] == pytest.approx(
+        [m["grad_norm"] for m in read_metrics(b)], rel=1e-4
+    )
     assert max_change(weights(a), weights(b)) <= 1e-5
 
 
@@ -139,9 +193,15 @@ def test_train_on_two_ranks_equals_one_process(shards, tmp_path, parallel):
     manifest = read_manifest(tmp_path / "two")
     assert manifest["timings"]["ranks"] == 2 and manifest["timings"]["parallel"] == parallel
     # The optimizer state is saved whole, in a single process's form, whatever the parallelism.
-    state, reference = load_training_state(tmp_path / "two")["optimizer"], load_training_state(tmp_path / "one")["optimizer"]
+    state, reference = (
+        load_training_state(tmp_path / "two")["optimizer"],
+        load_training_state(tmp_path / "one")["optimizer"],
+    )
     assert state["state"].keys() == reference["state"].keys()
-    assert all(torch.allclose(state["state"][i]["exp_avg"], reference["state"][i]["exp_avg"], atol=1e-6) for i in reference["state"])
+    assert all(
+        torch.allclose(state["state"][i]["exp_avg"], reference["state"][i]["exp_avg"], atol=1e-6)
+        for i in reference["state"]
+    )
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])

@@ -20,7 +20,9 @@ from rladctl.store.artifacts import MANIFEST
 # Two difficulty levels (chain_sum's num_terms 2 and 3); 8 held-out prompts x 4 samples, short.
 EVAL_SETS = [s for s in TASK_SETS if not s.startswith("task.config=")] + [
     "task.config={min_terms = 2, max_terms = 3, min_digits = 1, max_digits = 2}",
-    "eval.num_prompts=8", "eval.max_new_tokens=8", "eval.bootstrap=200",
+    "eval.num_prompts=8",
+    "eval.max_new_tokens=8",
+    "eval.bootstrap=200",
 ]
 K = 4
 
@@ -45,7 +47,9 @@ def frame(artifact_dir: Path) -> pd.DataFrame:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,13 @@ def test_eval_writes_one_artifact_per_model_and_one_report(evaluated):
     for label in result["summaries"]:
         manifest = json.loads((out / label / MANIFEST).read_text())
         assert manifest["kind"] == S.EVAL and manifest["rows"] == 8 * K
-        assert manifest["sampling"] == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8, "seed": 0, "group_size": K}
+        assert manifest["sampling"] == {
+            "temperature": 0.6,
+            "top_p": 0.95,
+            "max_new_tokens": 8,
+            "seed": 0,
+            "group_size": K,
+        }
         rows = frame(out / label)
         assert rows.groupby(S.PROMPT_ID).size().tolist() == [K] * 8
         assert rows[S.PROMPT_ID].str.contains("/eval/").all()  # the held-out split
@@ -142,17 +152,27 @@ def partial(models, tmp_path_factory):
     hash of it picks the score: the real sampling path, with rewards that are not all zero.
     """
     from rladctl.stages.rollout import run_rollout
-
     from rladctl.tasks.catalog import GymTask
 
     root = tmp_path_factory.mktemp("partial")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("rladctl.tasks.catalog.extract_answer", lambda completion, prompt: completion)
         mp.setattr(GymTask, "score", fake_score)
-        run_rollout(load_recipe(None, EVAL_SETS + [
-            f'rollout.model="{models["student"]}"', f'rollout.out="{root / "rollouts"}"', 'rollout.split="eval"',
-            "rollout.num_prompts=8", "rollout.group_size=6", "rollout.max_new_tokens=8", "rollout.prompts_per_part=3",
-        ]))
+        run_rollout(
+            load_recipe(
+                None,
+                EVAL_SETS
+                + [
+                    f'rollout.model="{models["student"]}"',
+                    f'rollout.out="{root / "rollouts"}"',
+                    'rollout.split="eval"',
+                    "rollout.num_prompts=8",
+                    "rollout.group_size=6",
+                    "rollout.max_new_tokens=8",
+                    "rollout.prompts_per_part=3",
+                ],
+            )
+        )
         sampled = run_eval_api(models_set(models["student"]), f'eval.out="{root / "eval"}"', "eval.n=6")
     return root, sampled
 
@@ -210,9 +230,8 @@ def test_from_eval_artifact_reproduces_the_sampling_run(partial, tmp_path):
 
 
 def test_labels_from_directory_names_are_unique_and_safe():
-    from rladctl.stages.evaluate import labels_for, safe_name, unique
-
     from rladctl.config import EvalConfig
+    from rladctl.stages.evaluate import labels_for, safe_name, unique
 
     sources = ["a/student", "b/student/", "c/student-2", "..", "hub/Qwen 2"]
     # the second "student" skips "student-2", which another source already is
@@ -223,4 +242,8 @@ def test_labels_from_directory_names_are_unique_and_safe():
     with pytest.raises(ConfigError, match="1 labels for 2 models"):
         labels_for(EvalConfig(labels=("base",)), ["x", "y"])
     # user labels become directory names inside --out, never paths out of it
-    assert unique([safe_name(label) for label in ("base model", "base/model", "../up")]) == ["base-model", "base-model-2", "-up"]
+    assert unique([safe_name(label) for label in ("base model", "base/model", "../up")]) == [
+        "base-model",
+        "base-model-2",
+        "-up",
+    ]

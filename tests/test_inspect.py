@@ -67,13 +67,20 @@ def write_hand(path: Path, model_dir: Path | str, kind: str = S.SCORED, **manife
 
     n = len(HAND)
     columns = {
-        S.PROMPT_ID: [r[0] for r in HAND], S.SAMPLE_IDX: pa.array([0, 1, 0, 1], pa.int32()), S.TASK: ["hand"] * n,
-        S.TASK_METADATA: ["{}"] * n, S.PROMPT: [f"prompt of {r[0]} =" for r in HAND],
-        S.PROMPT_TOKEN_IDS: pa.array([[1, 2]] * n, pa.list_(pa.int32())), S.COMPLETION: ["c"] * n,
+        S.PROMPT_ID: [r[0] for r in HAND],
+        S.SAMPLE_IDX: pa.array([0, 1, 0, 1], pa.int32()),
+        S.TASK: ["hand"] * n,
+        S.TASK_METADATA: ["{}"] * n,
+        S.PROMPT: [f"prompt of {r[0]} =" for r in HAND],
+        S.PROMPT_TOKEN_IDS: pa.array([[1, 2]] * n, pa.list_(pa.int32())),
+        S.COMPLETION: ["c"] * n,
         S.COMPLETION_TOKEN_IDS: pa.array([r[2] for r in HAND], pa.list_(pa.int32())),
         S.SAMPLER_LOGPROBS: pa.array([r[3] for r in HAND], pa.list_(pa.float32())),
-        S.FINISH_REASON: [S.FINISH_STOP] * n, S.REWARD: pa.array([r[1] for r in HAND], pa.float32()),
-        S.ANSWER: ["1"] * n, S.EXTRACTED: ["1"] * n, S.POLICY_STEP: pa.array([0] * n, pa.int32()),
+        S.FINISH_REASON: [S.FINISH_STOP] * n,
+        S.REWARD: pa.array([r[1] for r in HAND], pa.float32()),
+        S.ANSWER: ["1"] * n,
+        S.EXTRACTED: ["1"] * n,
+        S.POLICY_STEP: pa.array([0] * n, pa.int32()),
     }
     if kind == S.SCORED:
         columns[S.TEACHER_LOGPROBS] = pa.array([r[4] for r in HAND], pa.list_(pa.float32()))
@@ -104,10 +111,17 @@ def test_json_numbers_for_a_row_are_the_artifacts(shards, capsys, monkeypatch):
     report = json.loads(out)
     (row,) = report["rows_shown"]
     assert row["row"] == i and report["summary"]["selected"] == 1 and report["summary"]["rows"] == table.num_rows
-    for key, column in (("prompt_id", S.PROMPT_ID), ("sample_idx", S.SAMPLE_IDX), ("prompt", S.PROMPT),
-                        ("completion", S.COMPLETION), ("finish_reason", S.FINISH_REASON), ("reward", S.REWARD),
-                        ("token_ids", S.COMPLETION_TOKEN_IDS), ("sampler_logprobs", S.SAMPLER_LOGPROBS),
-                        ("teacher_logprobs", S.TEACHER_LOGPROBS)):
+    for key, column in (
+        ("prompt_id", S.PROMPT_ID),
+        ("sample_idx", S.SAMPLE_IDX),
+        ("prompt", S.PROMPT),
+        ("completion", S.COMPLETION),
+        ("finish_reason", S.FINISH_REASON),
+        ("reward", S.REWARD),
+        ("token_ids", S.COMPLETION_TOKEN_IDS),
+        ("sampler_logprobs", S.SAMPLER_LOGPROBS),
+        ("teacher_logprobs", S.TEACHER_LOGPROBS),
+    ):
         assert row[key] == table[column][i].as_py(), key  # exact: float32 values survive JSON unchanged
     lp, lp_teacher = np.array(row["sampler_logprobs"]), np.array(row["teacher_logprobs"])
     assert row["teacher_gap"] == (lp - lp_teacher).tolist()
@@ -174,19 +188,22 @@ def test_ratio_equals_the_objectives_ratio(shards, alpha, clamp):
 # selectors
 
 
-@pytest.mark.parametrize("selectors, rows", [
-    ({}, [0, 1, 2, 3]),
-    ({"row": 2}, [2]),
-    ({"prompt_id": "p1"}, [2, 3]),
-    ({"where": "correct"}, [0]),
-    ({"where": "wrong"}, [1, 2, 3]),
-    ({"where": "clamped"}, [0, 2]),
-    ({"worst": 2}, [0, 2]),  # mean |d| 1.375 and 0.9375
-    ({"worst": 9}, [0, 2, 1, 3]),  # ties (0, 0) keep artifact order
-    ({"prompt_id": "p1", "where": "clamped"}, [2]),
-    ({"worst": 1, "where": "wrong"}, [2]),
-    ({"row": 1, "where": "correct"}, []),
-])
+@pytest.mark.parametrize(
+    "selectors, rows",
+    [
+        ({}, [0, 1, 2, 3]),
+        ({"row": 2}, [2]),
+        ({"prompt_id": "p1"}, [2, 3]),
+        ({"where": "correct"}, [0]),
+        ({"where": "wrong"}, [1, 2, 3]),
+        ({"where": "clamped"}, [0, 2]),
+        ({"worst": 2}, [0, 2]),  # mean |d| 1.375 and 0.9375
+        ({"worst": 9}, [0, 2, 1, 3]),  # ties (0, 0) keep artifact order
+        ({"prompt_id": "p1", "where": "clamped"}, [2]),
+        ({"worst": 1, "where": "wrong"}, [2]),
+        ({"row": 1, "where": "correct"}, []),
+    ],
+)
 def test_selectors_pick_the_right_rows(hand, selectors, rows):
     assert select_rows(inspect_artifact(hand), **selectors) == rows
 
@@ -218,7 +235,11 @@ def test_unscored_rollouts_are_shaded_by_the_sampler(shards, capsys, monkeypatch
 
 def test_an_eval_artifact_is_correct_by_its_own_threshold(tmp_path, models):
     assert inspect_artifact(write_hand(tmp_path / "e1", models["student"], S.EVAL)).correct.tolist() == [
-        True, False, False, False]
+        True,
+        False,
+        False,
+        False,
+    ]
     zero = write_hand(tmp_path / "e0", models["student"], S.EVAL, eval={"threshold": 0.0})
     assert inspect_artifact(zero).correct.tolist() == [True] * 4
 
@@ -231,17 +252,20 @@ def test_without_the_models_directory_ids_are_shown(tmp_path, capsys, monkeypatc
     assert code == 0 and "[5][6][7]" in out
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--row", "4"], ["row 4 is out of range", "(4 rows)", "pick a row from 0 to 3"]),
-    (["--row", "-1"], ["row -1 is out of range"]),
-    (["--prompt-id", "p7"], ["prompt id 'p7' is not in the artifact", "it holds 2 prompt ids, such as 'p0'"]),
-    (["--prompt-id", "p00"], ["prompt id 'p00' is not in the artifact", "did you mean 'p0'?"]),
-    (["--where", "wrnog"], ["unknown filter 'wrnog'", "did you mean 'wrong'?"]),
-    (["--worst", "0"], ["worst is 0"]),
-    (["--alpha", "1.5"], ["alpha is 1.5", "[0, 1]"]),
-    (["--clamp", "0"], ["clamp is 0.0", "> 0"]),
-    (["--limit", "0"], ["Invalid value for '--limit'"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--row", "4"], ["row 4 is out of range", "(4 rows)", "pick a row from 0 to 3"]),
+        (["--row", "-1"], ["row -1 is out of range"]),
+        (["--prompt-id", "p7"], ["prompt id 'p7' is not in the artifact", "it holds 2 prompt ids, such as 'p0'"]),
+        (["--prompt-id", "p00"], ["prompt id 'p00' is not in the artifact", "did you mean 'p0'?"]),
+        (["--where", "wrnog"], ["unknown filter 'wrnog'", "did you mean 'wrong'?"]),
+        (["--worst", "0"], ["worst is 0"]),
+        (["--alpha", "1.5"], ["alpha is 1.5", "[0, 1]"]),
+        (["--clamp", "0"], ["clamp is 0.0", "> 0"]),
+        (["--limit", "0"], ["Invalid value for '--limit'"]),
+    ],
+)
 def test_user_mistakes_are_one_line(hand, capsys, monkeypatch, args, fragments):
     one_error_line(*invoke(capsys, monkeypatch, "inspect", str(hand), *args), *fragments)
 
@@ -251,8 +275,12 @@ def test_artifact_mistakes_are_one_line(tmp_path, shards, capsys, monkeypatch):
     (tmp_path / "half").mkdir()
     one_error_line(*invoke(capsys, monkeypatch, "inspect", str(tmp_path / "half")), "is incomplete", MANIFEST)
     for option in (["--worst", "2"], ["--where", "clamped"]):
-        one_error_line(*invoke(capsys, monkeypatch, "inspect", str(shards["rollouts"]), *option),
-                       "needs teacher log-probs", "unscored rollouts artifact", "score-teacher")
+        one_error_line(
+            *invoke(capsys, monkeypatch, "inspect", str(shards["rollouts"]), *option),
+            "needs teacher log-probs",
+            "unscored rollouts artifact",
+            "score-teacher",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,9 +344,21 @@ def test_the_page_is_self_contained_and_script_safe(tmp_path, models):
 
 def open_in_chromium(page: Path, tmp_path: Path) -> tuple[str, str]:
     """(dumped DOM once the page settled, Chromium's log: console messages appear as CONSOLE lines)."""
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, done.stderr

@@ -23,7 +23,9 @@ with output_lock(sys.argv[1]):
 
 
 def hold_in_child(out):
-    child = subprocess.Popen([sys.executable, "-c", HOLD, str(out), "--out", str(out)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out), "--out", str(out)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "held"
     return child
 

@@ -203,7 +203,9 @@ def test_sequence_logprobs_of_a_padded_batch_equal_each_row_alone(models):
     completions = [[11, 12], [13, 14, 15, 16, 17, 18, 19, 20], [21, 22, 23]]
     batch = build_row_batch(prompts, completions, pad_id=0, device="cpu")
     together = sequence_logprobs(model, batch)
-    alone = torch.cat([sequence_logprobs(model, build_row_batch([p], [c], 0, "cpu")) for p, c in zip(prompts, completions)])
+    alone = torch.cat(
+        [sequence_logprobs(model, build_row_batch([p], [c], 0, "cpu")) for p, c in zip(prompts, completions)]
+    )
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
     head = model.get_output_embeddings().weight
     g_together = torch.autograd.grad(together.sum(), head)[0]

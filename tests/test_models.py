@@ -106,7 +106,9 @@ def test_train_tokenizer_is_identical_in_a_fresh_process():
 
     texts = TEXTS + ["the quick brown fox jumps over 13 lazy dogs", "ab ba abab baba"] * 20
     code = "import json,sys; from rladctl.models.tokenizer import train_tokenizer as t; print(t(json.load(sys.stdin)).backend_tokenizer.to_str())"
-    fresh = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True)
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(texts), capture_output=True, text=True, check=True
+    )
     assert fresh.stdout.strip() == train_tokenizer(texts).backend_tokenizer.to_str()
 
 
@@ -321,7 +323,9 @@ def test_weights_hash_cache_is_used_until_the_file_changes(models, tmp_path, mon
     path = shutil.copytree(models["teacher"], tmp_path / "m")
     true_hash = model_identity(path)["weights_hash"]
     cache_file = hash_cache_file(path)
-    assert cache_file.is_relative_to(tmp_path / "cache") and sorted(p.name for p in path.iterdir()) == sorted(p.name for p in models["teacher"].iterdir())
+    assert cache_file.is_relative_to(tmp_path / "cache") and sorted(p.name for p in path.iterdir()) == sorted(
+        p.name for p in models["teacher"].iterdir()
+    )
     cache = json.loads(cache_file.read_text())
     cache["model.safetensors"]["sha256"] = "cached"
     cache_file.write_text(json.dumps(cache))
@@ -363,7 +367,11 @@ def test_an_unreachable_hub_loads_cached_models_and_refuses_missing_ones_at_once
 
     hub_cache_with(models["student"], tmp_path / "hub", "org/tiny")
     # A reserved .invalid host (RFC 6761): the connection fails as on a machine with no network.
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()
+    }
     env.update(HF_ENDPOINT="http://hub.invalid", HF_HUB_CACHE=str(tmp_path / "hub"), RLADCTL_QUIET="1")
     code = (
         "from rladctl.models.identity import model_identity\nfrom rladctl.models.loading import load_model\nfrom rladctl.models.tokenizer import load_tokenizer\n"
@@ -372,9 +380,14 @@ def test_an_unreachable_hub_loads_cached_models_and_refuses_missing_ones_at_once
         "load_model('org/not-cached')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert done.stdout.split() == [str(len(load_tokenizer(models["student"]))), "Qwen3ForCausalLM", "0123abcd"], done.stderr
+    assert done.stdout.split() == [str(len(load_tokenizer(models["student"]))), "Qwen3ForCausalLM", "0123abcd"], (
+        done.stderr
+    )
     assert "Retry" not in done.stderr
-    assert "org/not-cached is not (completely) in the local hub cache" in done.stderr and "hf download org/not-cached" in done.stderr
+    assert (
+        "org/not-cached is not (completely) in the local hub cache" in done.stderr
+        and "hf download org/not-cached" in done.stderr
+    )
 
 
 # ---- depth pruning (the demo's student) ----------------------------------------------------

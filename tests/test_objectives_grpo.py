@@ -149,7 +149,10 @@ def test_masked_tokens_do_not_matter(aggregation):
     y.old_logprobs[pad], y.ref_logprobs[pad] = float("nan"), 40.0
     out_x, out_y = grpo_loss(x, cfg), grpo_loss(y, cfg)
     assert out_x.loss.item() == out_y.loss.item()
-    (g_x,), (g_y,) = torch.autograd.grad(out_x.loss, x.student_logprobs), torch.autograd.grad(out_y.loss, y.student_logprobs)
+    (g_x,), (g_y,) = (
+        torch.autograd.grad(out_x.loss, x.student_logprobs),
+        torch.autograd.grad(out_y.loss, y.student_logprobs),
+    )
     assert torch.equal(g_x, g_y)
     assert out_x.metrics == out_y.metrics
 
@@ -206,7 +209,9 @@ def test_teacher_gap_is_reported_when_present():
 def test_clip_fractions_count_only_active_clips():
     # Row 1 has A = 0: its tokens may have r outside the band, but no clip is active there.
     x = random_inputs(9)
-    x.student_logprobs = (x.old_logprobs + 0.5 * torch.sign(torch.randn(5, 6, dtype=torch.float64))).requires_grad_(True)
+    x.student_logprobs = (x.old_logprobs + 0.5 * torch.sign(torch.randn(5, 6, dtype=torch.float64))).requires_grad_(
+        True
+    )
     m = grpo_loss(x, CFG).metrics
     r = torch.exp(x.student_logprobs - x.old_logprobs).detach()[x.mask]
     adv = x.advantages[:, None].expand(5, 6)[x.mask]

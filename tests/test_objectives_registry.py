@@ -41,8 +41,10 @@ def test_every_record_says_what_its_objective_needs():
         "kdrl": (kdrl_loss, "kdrl", True, "student", None, kdrl_schedule),
         "sft": (sft_loss, "offline", False, "teacher", RewardThreshold("sft_min_reward"), None),
     }
-    got = {o.name: (o.loss, o.method, o.needs_teacher_logprobs, o.sampler, o.row_filter, o.schedule)
-           for o in OBJECTIVES.values()}
+    got = {
+        o.name: (o.loss, o.method, o.needs_teacher_logprobs, o.sampler, o.row_filter, o.schedule)
+        for o in OBJECTIVES.values()
+    }
     assert got == expected
     # `rladctl run` needs run.teacher to score (trrd, kdrl) or to sample (sft): grpo alone runs without one.
     assert {o.name for o in OBJECTIVES.values() if o.needs_teacher_model} == {"trrd", "kdrl", "sft"}
@@ -138,7 +140,9 @@ def test_every_objective_has_the_one_signature_and_a_docstring(name):
     assert [p.name for p in params] == ["inputs", "cfg"]
     assert "[B, T]" in fn.__doc__
     lp = torch.zeros(2, 3, requires_grad=True)
-    inputs = LossInputs(lp, lp.detach(), torch.tensor([1.0, -1.0]), torch.ones(2, 3), teacher_logprobs=torch.zeros(2, 3))
+    inputs = LossInputs(
+        lp, lp.detach(), torch.tensor([1.0, -1.0]), torch.ones(2, 3), teacher_logprobs=torch.zeros(2, 3)
+    )
     out = fn(inputs, ObjectiveConfig(name=name))
     assert isinstance(out, LossOutputs) and out.loss.shape == () and out.loss.requires_grad
     assert all(type(v) is float for v in out.metrics.values()) and "loss" in out.metrics
@@ -152,9 +156,19 @@ def test_defaults_follow_the_paper():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("alpha", 1.5), ("alpha", -0.1), ("clamp", 0.0), ("eps_low", 1.0), ("eps_high", -0.1),
-     ("kl_beta", -1.0), ("kl_beta_end", -1.0), ("ref_beta", -0.1), ("max_completion_tokens", -1),
-     ("aggregation", "seq-mean"), ("clamp_mode", "soft")],
+    [
+        ("alpha", 1.5),
+        ("alpha", -0.1),
+        ("clamp", 0.0),
+        ("eps_low", 1.0),
+        ("eps_high", -0.1),
+        ("kl_beta", -1.0),
+        ("kl_beta_end", -1.0),
+        ("ref_beta", -0.1),
+        ("max_completion_tokens", -1),
+        ("aggregation", "seq-mean"),
+        ("clamp_mode", "soft"),
+    ],
 )
 def test_bad_values_are_config_errors_naming_the_key(field, value):
     with pytest.raises(ConfigError, match=field):

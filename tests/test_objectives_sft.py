@@ -122,5 +122,7 @@ def test_train_keeps_the_rows_the_filter_keeps_and_says_so_when_none_is_left(sha
         assert rows.rewards.tolist() == every[every >= threshold].tolist() and rows.dropped_groups == 0
     with pytest.raises(ConfigError) as info:
         load_rows(TrainConfig(inputs=inputs, sft_min_reward=1.5), get_objective_record("sft"))
-    assert str(info.value) == (f"nothing to train on: no row reaches train.sft_min_reward=1.5, in {inputs[0]}. "
-                               "sample more prompts or relax the filter.")
+    assert str(info.value) == (
+        f"nothing to train on: no row reaches train.sft_min_reward=1.5, in {inputs[0]}. "
+        "sample more prompts or relax the filter."
+    )

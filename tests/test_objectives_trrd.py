@@ -114,7 +114,9 @@ def loop_trrd(x, cfg):
             if not x.mask[i, t]:
                 continue
             lp = x.student_logprobs[i, t]
-            log_r = cfg.alpha * (lp - x.old_logprobs[i, t]) + (1 - cfg.alpha) * teacher_term(lp - x.teacher_logprobs[i, t], cfg)
+            log_r = cfg.alpha * (lp - x.old_logprobs[i, t]) + (1 - cfg.alpha) * teacher_term(
+                lp - x.teacher_logprobs[i, t], cfg
+            )
             token = ppo_token(log_r, float(x.advantages[i]), cfg)
             if cfg.ref_beta:
                 k = x.ref_logprobs[i, t] - lp

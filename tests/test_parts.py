@@ -26,9 +26,20 @@ def part_table(index: int):
     cols = {f.name: [] for f in S.ROLLOUT_FIELDS}
     for g, ids in enumerate(rows):
         row = {
-            S.PROMPT_ID: f"p{index}", S.SAMPLE_IDX: g, S.TASK: "t", S.TASK_METADATA: "{}", S.PROMPT: "q",
-            S.PROMPT_TOKEN_IDS: [1], S.COMPLETION: "c", S.COMPLETION_TOKEN_IDS: ids, S.SAMPLER_LOGPROBS: [-1.0] * len(ids),
-            S.FINISH_REASON: S.FINISH_LENGTH, S.REWARD: 0.0, S.ANSWER: "a", S.EXTRACTED: "", S.POLICY_STEP: 0,
+            S.PROMPT_ID: f"p{index}",
+            S.SAMPLE_IDX: g,
+            S.TASK: "t",
+            S.TASK_METADATA: "{}",
+            S.PROMPT: "q",
+            S.PROMPT_TOKEN_IDS: [1],
+            S.COMPLETION: "c",
+            S.COMPLETION_TOKEN_IDS: ids,
+            S.SAMPLER_LOGPROBS: [-1.0] * len(ids),
+            S.FINISH_REASON: S.FINISH_LENGTH,
+            S.REWARD: 0.0,
+            S.ANSWER: "a",
+            S.EXTRACTED: "",
+            S.POLICY_STEP: 0,
         }
         for key, value in row.items():
             cols[key].append(value)

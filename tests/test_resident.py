@@ -18,7 +18,9 @@ from rladctl.models.loading import load_model
 
 
 def test_loads_are_shared_only_inside_keep_models(models):
-    assert load_model(models["teacher"], dtype="float32", device="cpu") is not load_model(models["teacher"], dtype="float32", device="cpu")
+    assert load_model(models["teacher"], dtype="float32", device="cpu") is not load_model(
+        models["teacher"], dtype="float32", device="cpu"
+    )
     with resident.keep_models():
         first = load_model(models["teacher"], dtype="float32", device="cpu")
         assert load_model(models["teacher"], dtype="float32", device="cpu") is first
@@ -60,13 +62,21 @@ def test_another_dtype_is_loaded_from_disk_not_cast(models):
 
 
 def test_train_hands_on_what_it_saved(shards, tmp_path):
-    from rladctl.stages.train import run_train
     from safetensors.torch import load_file
 
+    from rladctl.stages.train import run_train
     from rladctl.store.checkpoint import load_training_state
 
     out = tmp_path / "ckpt"
-    recipe = load_recipe(None, [f'train.model="{shards["student"]}"', f'train.inputs=["{shards["scored"]}"]', f'train.out="{out}"', "train.lr=1e-3"])
+    recipe = load_recipe(
+        None,
+        [
+            f'train.model="{shards["student"]}"',
+            f'train.inputs=["{shards["scored"]}"]',
+            f'train.out="{out}"',
+            "train.lr=1e-3",
+        ],
+    )
     with resident.keep_models():
         run_train(recipe)
         state = resident.take_training_state(out)
@@ -86,22 +96,39 @@ def _tree(run_dir: Path) -> dict[str, bytes]:
     return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(files)}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # float32: rollout samples with the very object train then trains
+@pytest.mark.parametrize(
+    "dtype", ["float32", "bfloat16"]
+)  # float32: rollout samples with the very object train then trains
 def test_a_run_with_kept_models_writes_what_a_run_loading_from_disk_writes(models, tmp_path, dtype):
     from rladctl.stages.run import run_loop
 
     sets = TASK_SETS + [
-        f'run.student="{models["student"]}"', f'run.teacher="{models["teacher"]}"', "run.iterations=2", "run.eval_every=1",
-        "rollout.num_prompts=2", "rollout.group_size=4", "rollout.max_new_tokens=8", f'rollout.dtype="{dtype}"',
-        "eval.pass_at=2", "eval.num_prompts=2", "eval.max_new_tokens=6", "train.lr=1e-3", 'objective.name="trrd"',
+        f'run.student="{models["student"]}"',
+        f'run.teacher="{models["teacher"]}"',
+        "run.iterations=2",
+        "run.eval_every=1",
+        "rollout.num_prompts=2",
+        "rollout.group_size=4",
+        "rollout.max_new_tokens=8",
+        f'rollout.dtype="{dtype}"',
+        "eval.pass_at=2",
+        "eval.num_prompts=2",
+        "eval.max_new_tokens=6",
+        "train.lr=1e-3",
+        'objective.name="trrd"',
     ]
     trees = {}
     for keep in (True, False):
         run_dir = tmp_path / f"keep-{keep}"
         run_loop(load_recipe(None, [*sets, f'run.dir="{run_dir}"', f"run.keep_models={str(keep).lower()}"]))
         trees[keep] = _tree(run_dir)
-        metrics = [json.loads(line) for line in (run_dir / "iter-0001" / "checkpoint" / "metrics.jsonl").read_text().splitlines()]
-        trees[keep]["metrics"] = json.dumps([{k: v for k, v in m.items() if k not in ("seconds", "tokens_per_s")} for m in metrics]).encode()
+        metrics = [
+            json.loads(line)
+            for line in (run_dir / "iter-0001" / "checkpoint" / "metrics.jsonl").read_text().splitlines()
+        ]
+        trees[keep]["metrics"] = json.dumps(
+            [{k: v for k, v in m.items() if k not in ("seconds", "tokens_per_s")} for m in metrics]
+        ).encode()
     assert len(trees[True]) == 2 * 3 + 3 + 1  # rollouts, scored, weights per iteration; 3 evaluations; metrics
     assert trees[True] == trees[False]
 
@@ -112,17 +139,30 @@ def test_skipped_optimizer_states_are_rebuilt_by_replay_after_an_interruption(mo
     trains of iterations 0 and 1 to rebuild it, and ends exactly where an uninterrupted run ends."""
     from rladctl.stages import rollout as rollout_stage
     from rladctl.stages.run import run_loop
-
     from rladctl.store.checkpoint import load_training_state, read_manifest
 
     sets = TASK_SETS + [
-        f'run.student="{models["student"]}"', f'run.teacher="{models["teacher"]}"', "run.iterations=3", "run.eval_before=false",
-        "run.optimizer_state_every=3", "rollout.num_prompts=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
-        "eval.pass_at=2", "eval.num_prompts=2", "eval.max_new_tokens=4", "train.lr=1e-3", 'objective.name="trrd"',
+        f'run.student="{models["student"]}"',
+        f'run.teacher="{models["teacher"]}"',
+        "run.iterations=3",
+        "run.eval_before=false",
+        "run.optimizer_state_every=3",
+        "rollout.num_prompts=2",
+        "rollout.group_size=4",
+        "rollout.max_new_tokens=8",
+        "eval.pass_at=2",
+        "eval.num_prompts=2",
+        "eval.max_new_tokens=4",
+        "train.lr=1e-3",
+        'objective.name="trrd"',
     ]
     clean = tmp_path / "clean"
     run_loop(load_recipe(None, [*sets, f'run.dir="{clean}"']))
-    assert [read_manifest(clean / f"iter-000{i}" / "checkpoint")["optimizer_state"] for i in range(3)] == [False, False, True]
+    assert [read_manifest(clean / f"iter-000{i}" / "checkpoint")["optimizer_state"] for i in range(3)] == [
+        False,
+        False,
+        True,
+    ]
     assert "optimizer" not in load_training_state(clean / "iter-0001" / "checkpoint")
     assert "optimizer" in load_training_state(clean / "iter-0002" / "checkpoint")
 
@@ -171,11 +211,22 @@ def test_models_on_a_gpu_are_not_kept(monkeypatch):
 def test_checkpoints_skip_the_optimizer_state_only_where_train_hands_it_on(models, tmp_path, monkeypatch):
     from rladctl.stages.run import make_plan, saves_optimizer_state
 
-    recipe = load_recipe(None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', 'objective.name="grpo"', "run.iterations=25", "run.optimizer_state_every=10"])
+    recipe = load_recipe(
+        None,
+        [
+            f'run.dir="{tmp_path}"',
+            f'run.student="{models["student"]}"',
+            'objective.name="grpo"',
+            "run.iterations=25",
+            "run.optimizer_state_every=10",
+        ],
+    )
     plan = make_plan(recipe)
     assert [i for i in range(25) if saves_optimizer_state(recipe, plan, i)] == [9, 19, 24]
     for off in ('train.device="cuda"', "run.keep_models=false", 'train.parallel="fsdp"'):
-        other = load_recipe(None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', "run.iterations=25", off])
+        other = load_recipe(
+            None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', "run.iterations=25", off]
+        )
         assert all(saves_optimizer_state(other, plan, i) for i in range(25)), off
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert all(saves_optimizer_state(recipe, plan, i) for i in range(25))

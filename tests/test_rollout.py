@@ -23,10 +23,19 @@ from rladctl.store.artifacts import MANIFEST, open_artifact
 def rollout(models, out: Path, *extra: str, num_prompts: int = 8, group: int = 4):
     from rladctl.stages.rollout import run_rollout
 
-    recipe = load_recipe(None, TASK_SETS + [
-        f'rollout.model="{models["student"]}"', f'rollout.out="{out}"', f"rollout.num_prompts={num_prompts}",
-        f"rollout.group_size={group}", "rollout.max_new_tokens=12", "rollout.prompts_per_part=2", *extra,
-    ])
+    recipe = load_recipe(
+        None,
+        TASK_SETS
+        + [
+            f'rollout.model="{models["student"]}"',
+            f'rollout.out="{out}"',
+            f"rollout.num_prompts={num_prompts}",
+            f"rollout.group_size={group}",
+            "rollout.max_new_tokens=12",
+            "rollout.prompts_per_part=2",
+            *extra,
+        ],
+    )
     return run_rollout(recipe)
 
 
@@ -48,7 +57,9 @@ def test_sampler_logprobs_equal_a_forward_pass(models, tmp_path, temperature):
     table = open_artifact(tmp_path / "r", [S.ROLLOUTS]).table()
     worst = 0.0
     for prompt, completion, sampler in zip(
-        table[S.PROMPT_TOKEN_IDS].to_pylist(), table[S.COMPLETION_TOKEN_IDS].to_pylist(), table[S.SAMPLER_LOGPROBS].to_pylist()
+        table[S.PROMPT_TOKEN_IDS].to_pylist(),
+        table[S.COMPLETION_TOKEN_IDS].to_pylist(),
+        table[S.SAMPLER_LOGPROBS].to_pylist(),
     ):
         assert len(sampler) == len(completion) > 0
         ref = naive_logprobs(model, prompt, completion, temperature)
@@ -96,10 +107,24 @@ def test_rerun_of_complete_output_is_a_noop_and_changed_inputs_are_refused(model
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(models, tmp_path):
-    args = ["rollout", "--model", str(models["student"]), "-n", "24", "-G", "4", *sets(*TASK_SETS, "rollout.max_new_tokens=12", "rollout.prompts_per_part=1", "rollout.batch_size=4")]
+    args = [
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "24",
+        "-G",
+        "4",
+        *sets(*TASK_SETS, "rollout.max_new_tokens=12", "rollout.prompts_per_part=1", "rollout.batch_size=4"),
+    ]
     assert run_cli(*args, "--out", str(tmp_path / "full")).returncode == 0
     env = dict(os.environ, RLADCTL_QUIET="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rladctl", *args, "--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rladctl", *args, "--out", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((tmp_path / "killed").glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
@@ -124,7 +149,19 @@ def test_tiny_10m_rollout_64_prompts_by_8(tmp_path):
     from rladctl.models.factory import init_model
 
     model = init_model(tmp_path / "m10", "tiny-10m", texts=task_corpus(), vocab_size=320, seed=0)
-    done = run_cli("rollout", "--model", str(model), "-n", "64", "-G", "8", "--out", str(tmp_path / "r"), "--json", *sets(*TASK_SETS, "rollout.max_new_tokens=8"))
+    done = run_cli(
+        "rollout",
+        "--model",
+        str(model),
+        "-n",
+        "64",
+        "-G",
+        "8",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+        *sets(*TASK_SETS, "rollout.max_new_tokens=8"),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows"] == 512
     table = pq.read_table(sorted((tmp_path / "r").glob("*.parquet")))  # plain pyarrow, no rladctl

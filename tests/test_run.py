@@ -21,7 +21,11 @@ RECIPES = sorted((REPO / "recipes").rglob("*.toml"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=[str(p.relative_to(REPO / "recipes")) for p in RECIPES])
 def test_every_recipe_dry_runs(recipe, tmp_path, models):
     # Recipes that leave the models to the caller (the demo's) get the tiny local pair.
-    extra = sets(f"run.student={models['student']}", f"run.teacher={models['teacher']}", f"run.dir={tmp_path / 'run'}") if "paper" not in recipe.parts else []
+    extra = (
+        sets(f"run.student={models['student']}", f"run.teacher={models['teacher']}", f"run.dir={tmp_path / 'run'}")
+        if "paper" not in recipe.parts
+        else []
+    )
     started = time.perf_counter()
     done = run_cli("run", str(recipe), "--dry-run", *extra, cwd=REPO)
     assert done.returncode == 0, done.stderr
@@ -29,7 +33,11 @@ def test_every_recipe_dry_runs(recipe, tmp_path, models):
     assert plan["plan"]["iterations"] >= 1 and plan["rows_per_iteration"] >= 1
     assert not (tmp_path / "run").exists(), "a dry run writes nothing"
     if "paper" in recipe.parts:  # the paper's shared settings
-        assert plan["objective"]["alpha"] == 0.5 and plan["objective"]["eps_low"] == 0.2 and plan["objective"]["eps_high"] == 0.28
+        assert (
+            plan["objective"]["alpha"] == 0.5
+            and plan["objective"]["eps_low"] == 0.2
+            and plan["objective"]["eps_high"] == 0.28
+        )
         assert plan["iteration_0"]["train"]["lr"] == 1e-6 and plan["iteration_0"]["rollout"]["group_size"] == 8
         assert plan["eval"]["pass_at"] == 32 and plan["eval"]["temperature"] == 0.6 and plan["eval"]["top_p"] == 0.95
     assert time.perf_counter() - started < 60
@@ -37,10 +45,22 @@ def test_every_recipe_dry_runs(recipe, tmp_path, models):
 
 def loop_args(models, run_dir: Path) -> list[str]:
     return [
-        "run", str(REPO / "recipes" / "demo.toml"), *sets(
-            *TASK_SETS, f"run.dir={run_dir}", f"run.student={models['student']}", f"run.teacher={models['teacher']}",
-            "run.iterations=2", "rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=6",
-            "rollout.prompts_per_part=1", "eval.pass_at=2", "eval.num_prompts=4", "eval.max_new_tokens=6", "train.lr=1e-3",
+        "run",
+        str(REPO / "recipes" / "demo.toml"),
+        *sets(
+            *TASK_SETS,
+            f"run.dir={run_dir}",
+            f"run.student={models['student']}",
+            f"run.teacher={models['teacher']}",
+            "run.iterations=2",
+            "rollout.num_prompts=4",
+            "rollout.group_size=4",
+            "rollout.max_new_tokens=6",
+            "rollout.prompts_per_part=1",
+            "eval.pass_at=2",
+            "eval.num_prompts=4",
+            "eval.max_new_tokens=6",
+            "train.lr=1e-3",
         ),
     ]
 
@@ -72,14 +92,27 @@ def test_run_killed_at_random_points_finishes_like_an_uninterrupted_run(models, 
     assert full.returncode == 0, full.stderr
     summary = json.loads(full.stdout)
     assert summary["iterations"] == 2 and set(summary["evals"]) == {"step-0000", "step-0002"}
-    for name in ("iter-0000/rollouts", "iter-0000/scored", "iter-0000/checkpoint", "iter-0001/checkpoint", "report.md", "reward.png", "eval.png"):
+    for name in (
+        "iter-0000/rollouts",
+        "iter-0000/scored",
+        "iter-0000/checkpoint",
+        "iter-0001/checkpoint",
+        "report.md",
+        "reward.png",
+        "eval.png",
+    ):
         assert (tmp_path / "full" / name).exists(), name
     reference = final_state(tmp_path / "full")
 
     # Kill at two different points (a seeded draw of delays), re-run until it completes.
     for delay in (2.5, 6.0):
         run_dir = tmp_path / f"killed-{delay}"
-        proc = subprocess.Popen([sys.executable, "-m", "rladctl", *loop_args(models, run_dir)], env=dict(os.environ, RLADCTL_QUIET="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rladctl", *loop_args(models, run_dir)],
+            env=dict(os.environ, RLADCTL_QUIET="1"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -92,17 +125,41 @@ def test_compare_writes_a_results_page_from_real_runs(models, tmp_path):
     """Two methods x two seeds, one iteration each: the page's numbers come from the eval reports."""
     args = loop_args(models, tmp_path / "unused")[2:]  # the --set pairs, without "run RECIPE"
     results = tmp_path / "results.md"
-    done = run_cli("compare", str(REPO / "recipes" / "demo.toml"), "--seeds", "2", "--methods", "grpo,rlad", "--out", str(tmp_path / "cmp"),
-                   "--results", str(results), *args, "--set", "run.iterations=1", "--json")
+    done = run_cli(
+        "compare",
+        str(REPO / "recipes" / "demo.toml"),
+        "--seeds",
+        "2",
+        "--methods",
+        "grpo,rlad",
+        "--out",
+        str(tmp_path / "cmp"),
+        "--results",
+        str(results),
+        *args,
+        "--set",
+        "run.iterations=1",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     page = results.read_text()
     assert "| base " in page and "| grpo " in page and "| rlad " in page and "rlad - grpo" in page
     assert "The paper's ordering" in page and (tmp_path / "results-reward.png").exists()
     # The base row's Mean@K is the mean of the two base evaluations' reports.
-    means = [json.loads((tmp_path / "cmp" / "eval" / f"base-seed{s}" / "report.json").read_text())["summaries"][f"base-seed{s}"]["overall"]["mean"] for s in (0, 1)]
+    means = [
+        json.loads((tmp_path / "cmp" / "eval" / f"base-seed{s}" / "report.json").read_text())["summaries"][
+            f"base-seed{s}"
+        ]["overall"]["mean"]
+        for s in (0, 1)
+    ]
     assert f"{sum(means) / 2:.3f} ±" in page.split("| base ")[1].split("\n")[0]
     # A method's numbers are its run's own final evaluation (run with that seed's eval settings), not a second one.
-    means = [json.loads((tmp_path / "cmp" / f"grpo-seed{s}" / "eval" / "step-0001" / "report.json").read_text())["summaries"]["step-0001"]["overall"]["mean"] for s in (0, 1)]
+    means = [
+        json.loads((tmp_path / "cmp" / f"grpo-seed{s}" / "eval" / "step-0001" / "report.json").read_text())[
+            "summaries"
+        ]["step-0001"]["overall"]["mean"]
+        for s in (0, 1)
+    ]
     assert f"{sum(means) / 2:.3f} ±" in page.split("| grpo ")[1].split("\n")[0]
     assert sorted(p.name for p in (tmp_path / "cmp" / "eval").iterdir()) == ["base-seed0", "base-seed1", "teacher"]
 

@@ -26,17 +26,30 @@ def rollouts(models, tmp_path_factory) -> Path:
     from rladctl.stages.rollout import run_rollout
 
     out = tmp_path_factory.mktemp("score") / "rollouts"
-    run_rollout(load_recipe(None, TASK_SETS + [
-        f'rollout.model="{models["student"]}"', f'rollout.out="{out}"', "rollout.num_prompts=8",
-        "rollout.group_size=4", "rollout.max_new_tokens=12", "rollout.prompts_per_part=2",
-    ]))
+    run_rollout(
+        load_recipe(
+            None,
+            TASK_SETS
+            + [
+                f'rollout.model="{models["student"]}"',
+                f'rollout.out="{out}"',
+                "rollout.num_prompts=8",
+                "rollout.group_size=4",
+                "rollout.max_new_tokens=12",
+                "rollout.prompts_per_part=2",
+            ],
+        )
+    )
     return out
 
 
 def score(teacher: Path, inp: Path, out: Path, *extra: str, overwrite: bool = False):
     from rladctl.stages.score_teacher import run_score_teacher
 
-    recipe = load_recipe(None, [f'score_teacher.teacher="{teacher}"', f'score_teacher.input="{inp}"', f'score_teacher.out="{out}"', *extra])
+    recipe = load_recipe(
+        None,
+        [f'score_teacher.teacher="{teacher}"', f'score_teacher.input="{inp}"', f'score_teacher.out="{out}"', *extra],
+    )
     return run_score_teacher(recipe, overwrite=overwrite)
 
 
@@ -80,8 +93,15 @@ def test_different_teacher_equals_a_naive_full_softmax(models, rollouts, tmp_pat
     model = load_hf(models["teacher"])
     table = open_artifact(tmp_path / "s", [S.SCORED]).table()
     worst, sampler_gap = 0.0, 0.0
-    for prompt, completion, teacher, sampler in zip(*(table[c].to_pylist() for c in (S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS, S.TEACHER_LOGPROBS, S.SAMPLER_LOGPROBS))):
-        ref = naive_logp(model, prompt, completion, temperature).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+    for prompt, completion, teacher, sampler in zip(
+        *(
+            table[c].to_pylist()
+            for c in (S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS, S.TEACHER_LOGPROBS, S.SAMPLER_LOGPROBS)
+        )
+    ):
+        ref = (
+            naive_logp(model, prompt, completion, temperature).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+        )
         worst = max(worst, float((ref - torch.tensor(teacher)).abs().max()))
         sampler_gap = max(sampler_gap, float((torch.tensor(sampler) - torch.tensor(teacher)).abs().max()))
     assert worst < 1e-5, worst
@@ -90,14 +110,30 @@ def test_different_teacher_equals_a_naive_full_softmax(models, rollouts, tmp_pat
 
 def test_top_k_equals_torch_topk_of_the_full_softmax(models, rollouts, tmp_path):
     k = 5
-    score(models["teacher"], rollouts, tmp_path / "s", *SMALL_BATCHES, f"score_teacher.top_k={k}", "score_teacher.temperature=0.8")
+    score(
+        models["teacher"],
+        rollouts,
+        tmp_path / "s",
+        *SMALL_BATCHES,
+        f"score_teacher.top_k={k}",
+        "score_teacher.temperature=0.8",
+    )
     model = load_hf(models["teacher"])
     table = open_artifact(tmp_path / "s", [S.SCORED]).table()
     assert json.loads((tmp_path / "s" / MANIFEST).read_text())["scoring"]["top_k"] == k
     same_ids = []
-    for prompt, completion, teacher, ids, lps in zip(*(table[c].to_pylist() for c in (
-        S.PROMPT_TOKEN_IDS, S.COMPLETION_TOKEN_IDS, S.TEACHER_LOGPROBS, S.TEACHER_TOPK_IDS, S.TEACHER_TOPK_LOGPROBS,
-    ))):
+    for prompt, completion, teacher, ids, lps in zip(
+        *(
+            table[c].to_pylist()
+            for c in (
+                S.PROMPT_TOKEN_IDS,
+                S.COMPLETION_TOKEN_IDS,
+                S.TEACHER_LOGPROBS,
+                S.TEACHER_TOPK_IDS,
+                S.TEACHER_TOPK_LOGPROBS,
+            )
+        )
+    ):
         logp_TV = naive_logp(model, prompt, completion, 0.8)
         ref_values, ref_ids = logp_TV.topk(k, dim=-1)  # [T, k]
         ids_Tk, lps_Tk = torch.tensor(ids), torch.tensor(lps)
@@ -125,8 +161,11 @@ def test_rows_keep_the_input_order_and_parts(models, rollouts, tmp_path):
     for index in range(len(source.manifest["parts"])):
         inp, out = source.read_part(index), scored.read_part(index)
         assert out.select([f.name for f in S.ROLLOUT_FIELDS]).equals(inp)  # ids, order, every input column
-        lengths = [len(p) + len(c) for p, c in zip(inp[S.PROMPT_TOKEN_IDS].to_pylist(), inp[S.COMPLETION_TOKEN_IDS].to_pylist())]
-        order = [i for bucket in tight_length_buckets(lengths, 48, pass_overhead_tokens(48, 'cpu')) for i in bucket]
+        lengths = [
+            len(p) + len(c)
+            for p, c in zip(inp[S.PROMPT_TOKEN_IDS].to_pylist(), inp[S.COMPLETION_TOKEN_IDS].to_pylist())
+        ]
+        order = [i for bucket in tight_length_buckets(lengths, 48, pass_overhead_tokens(48, "cpu")) for i in bucket]
         reordered += order != list(range(len(lengths)))
     assert reordered, "the buckets never reordered rows, so this test checks nothing"
     assert ScoreTeacherConfig().micro_batch_tokens != 48  # SMALL_BATCHES really overrides the default
@@ -174,7 +213,9 @@ def other_vocab_teacher(request, tmp_path_factory) -> tuple[Path, str]:
         texts, size, says = texts + task_corpus(), 420, "tokenizer sizes differ"
     else:
         size, says = 320, "teacher's vocabulary has"  # this corpus only fills ~300 ids
-    return init_model(tmp_path_factory.mktemp("other") / "teacher", "tiny-1m", texts=texts, vocab_size=size, seed=2), says
+    return init_model(
+        tmp_path_factory.mktemp("other") / "teacher", "tiny-1m", texts=texts, vocab_size=size, seed=2
+    ), says
 
 
 @pytest.fixture(scope="module")

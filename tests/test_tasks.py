@@ -53,8 +53,13 @@ def test_held_out_questions_are_cached_for_the_process_and_on_disk(tmp_path, mon
     def no_generation(*args):
         raise AssertionError("the eval split was generated again")
 
-    monkeypatch.setattr(tasks.GymTask, "_make_entry", lambda self, seed, size, index, mix=0: (
-        no_generation() if seed == cfg.eval_seed else tasks.GymTask._create_dataset(self, seed, size, mix)[index]))
+    monkeypatch.setattr(
+        tasks.GymTask,
+        "_make_entry",
+        lambda self, seed, size, index, mix=0: (
+            no_generation() if seed == cfg.eval_seed else tasks.GymTask._create_dataset(self, seed, size, mix)[index]
+        ),
+    )
     assert [item.question for item in build_task(cfg).items("train", 0, 40)] == expected  # this process's copy
     monkeypatch.setattr(tasks, "_HELD_OUT", {})
     assert [item.question for item in build_task(cfg).items("train", 0, 40)] == expected  # the disk's
@@ -88,7 +93,9 @@ def test_items_wrap_around_the_split():
 def test_one_call_never_returns_an_item_twice():
     task = build_task(TaskConfig(name="chain_sum", seed=0, size=4, eval_seed=100, eval_size=2))
     assert len({item.prompt_id for item in task.items("train", 2, 4)}) == 4  # the whole split, wrapped
-    with pytest.raises(ConfigError, match=r"3 eval prompts were asked for but the eval split of task 'chain_sum' holds 2"):
+    with pytest.raises(
+        ConfigError, match=r"3 eval prompts were asked for but the eval split of task 'chain_sum' holds 2"
+    ):
         task.items("eval", 0, 3)
     with pytest.raises(ConfigError, match=r"ask for at most 4 prompts, or raise task.size"):
         task.items("train", 0, 5)
@@ -166,7 +173,11 @@ def write_jsonl(path, rows):
 def test_jsonl_task_splits_on_the_last_rows(tmp_path):
     rows = [{"q": f"what is {i}+{i}?", "a": 2 * i, "level": i % 2} for i in range(5)]
     path = write_jsonl(tmp_path / "data.jsonl", rows)
-    task = build_task(TaskConfig(name="file", path=str(path), question_field="q", answer_field="a", eval_size=2, difficulty_field="level"))
+    task = build_task(
+        TaskConfig(
+            name="file", path=str(path), question_field="q", answer_field="a", eval_size=2, difficulty_field="level"
+        )
+    )
     assert task.name == "file" and task.reward_version.startswith("math_verify==")
     assert (task.split_size("train"), task.split_size("eval")) == (3, 2)
     item = task.items("eval", 0, 1)[0]
@@ -179,8 +190,10 @@ def test_jsonl_task_splits_on_the_last_rows(tmp_path):
 
 def test_jsonl_task_uses_ids_blank_lines_and_holds_out_repeated_questions(tmp_path):
     path = tmp_path / "data.jsonl"
-    path.write_text('{"id": "a", "question": "q1", "answer": "1"}\n\n{"id": "b", "question": "q2", "answer": "2"}\n'
-                    '{"id": "c", "question": "q2", "answer": "2"}\n')
+    path.write_text(
+        '{"id": "a", "question": "q1", "answer": "1"}\n\n{"id": "b", "question": "q2", "answer": "2"}\n'
+        '{"id": "c", "question": "q2", "answer": "2"}\n'
+    )
     task = build_task(TaskConfig(name="file", path=str(path), id_field="id", eval_size=1))
     assert task.split_size("train") == 1 and task.items("train", 0, 1)[0].prompt_id == "a"  # "b" is held out
     assert task.items("eval", 0, 1)[0].prompt_id == "c"
@@ -191,9 +204,17 @@ def test_parquet_task_with_split_column(tmp_path):
     import pyarrow.parquet as pq
 
     path = tmp_path / "data.parquet"
-    table = pa.table({"problem": ["1/2?", "2+2?", "3+3?"], "solution": ["\\frac{1}{2}", "4", "6"], "split": ["train", "test", "train"]})
+    table = pa.table(
+        {
+            "problem": ["1/2?", "2+2?", "3+3?"],
+            "solution": ["\\frac{1}{2}", "4", "6"],
+            "split": ["train", "test", "train"],
+        }
+    )
     pq.write_table(table, path)
-    task = build_task(TaskConfig(name="file", path=str(path), question_field="problem", answer_field="solution", eval_size=99))
+    task = build_task(
+        TaskConfig(name="file", path=str(path), question_field="problem", answer_field="solution", eval_size=99)
+    )
     assert [item.question for item in task.items("train", 0, 2)] == ["1/2?", "3+3?"]
     assert [item.prompt_id for item in task.items("eval", 0, 1)] == ["0000001"]  # the row number
     first = task.items("train", 0, 1)[0]
@@ -208,10 +229,13 @@ def test_parquet_task_with_split_column(tmp_path):
         ('{"question": "q", "answer": "1"}\nnot json\n', ["line 2 is not JSON", "data.jsonl"]),
         ('{"question": "q", "answer": "1"}\n{"question": "q2"}\n', ["line 2 has no field 'answer'", "data.jsonl"]),
         ('{"question": "q", "answr": "1"}\n', ["line 1 has no field 'answer'", "did you mean 'answr'?"]),
-        ('[1, 2]\n', ["line 1 is a JSON list", "data.jsonl"]),
+        ("[1, 2]\n", ["line 1 is a JSON list", "data.jsonl"]),
         ("\n\n", ["has no rows", "data.jsonl"]),
         ('{"question": "q", "answer": "1", "split": "dev"}\n', ["line 1 has split 'dev'", "train, test or eval"]),
-        ('{"question": "q", "answer": "1", "split": "train"}\n{"question": "q", "answer": "1"}\n', ["line 2 has no field 'split'"]),
+        (
+            '{"question": "q", "answer": "1", "split": "train"}\n{"question": "q", "answer": "1"}\n',
+            ["line 2 has no field 'split'"],
+        ),
     ],
 )
 def test_jsonl_errors_name_the_file_and_line(tmp_path, content, expected):
@@ -224,7 +248,9 @@ def test_jsonl_errors_name_the_file_and_line(tmp_path, content, expected):
 
 
 def test_duplicate_ids_are_refused(tmp_path):
-    path = write_jsonl(tmp_path / "data.jsonl", [{"id": 1, "question": "a", "answer": "1"}, {"id": 1, "question": "b", "answer": "2"}])
+    path = write_jsonl(
+        tmp_path / "data.jsonl", [{"id": 1, "question": "a", "answer": "1"}, {"id": 1, "question": "b", "answer": "2"}]
+    )
     with pytest.raises(ConfigError) as exc:
         build_task(TaskConfig(name="file", path=str(path), id_field="id", eval_size=1))
     assert "line 2 repeats id '1'" in one_line(exc)
@@ -262,7 +288,12 @@ ITEM = TaskItem("t/train/0000000", "What is 2+2?", "4", {"level": 3, "split": "t
 
 
 def test_render_plain_prompt():
-    prompt = PromptConfig(template="Q: {question} (level {metadata[level]})", system="You are careful.", instruction="Answer in tags.", answer_prefix="<think>")
+    prompt = PromptConfig(
+        template="Q: {question} (level {metadata[level]})",
+        system="You are careful.",
+        instruction="Answer in tags.",
+        answer_prefix="<think>",
+    )
     assert render_prompt(ITEM, prompt) == "You are careful.\nQ: What is 2+2? (level 3)\nAnswer in tags.<think>"
     assert render_prompt(ITEM, PromptConfig(instruction="")) == "What is 2+2?"
 
@@ -287,7 +318,9 @@ def test_render_chat_prompt():
     assert render_prompt(ITEM, no_system, chat_tokenizer(CHAT)) == "<user>What is 2+2?</user><assistant>"
     # "auto" without a template and "never" with one both give plain text
     assert render_prompt(ITEM, PromptConfig(instruction=""), chat_tokenizer(None)) == "What is 2+2?"
-    assert render_prompt(ITEM, PromptConfig(instruction="", chat_template="never"), chat_tokenizer(CHAT)) == "What is 2+2?"
+    assert (
+        render_prompt(ITEM, PromptConfig(instruction="", chat_template="never"), chat_tokenizer(CHAT)) == "What is 2+2?"
+    )
 
 
 def test_render_prompt_errors():
@@ -315,7 +348,9 @@ def test_mix_cycles_through_config_combinations_and_rescores():
     """task.mix = {n_people = [2, 3, 4]}: position p uses combination p % 3 (the PPL levels)."""
     from rladctl.config import load_recipe
 
-    recipe = load_recipe(None, ["task.name=knights_knaves", "task.mix={n_people=[2,3,4]}", "task.eval_size=9", "task.size=30"])
+    recipe = load_recipe(
+        None, ["task.name=knights_knaves", "task.mix={n_people=[2,3,4]}", "task.eval_size=9", "task.size=30"]
+    )
     task = build_task(recipe.task)
     evals = task.items("eval", 0, 9)
     assert [task.difficulty(i.metadata) for i in evals] == ["2", "3", "4"] * 3
@@ -323,4 +358,6 @@ def test_mix_cycles_through_config_combinations_and_rescores():
     assert not {i.question for i in train} & {i.question for i in evals}
     assert [task.score(i.metadata, i.answer) for i in train[:6]] == [1.0] * 6
     with pytest.raises(ConfigError, match="both task.config and task.mix"):
-        build_task(load_recipe(None, ["task.name=knights_knaves", "task.mix={n_people=[2]}", "task.config={n_people=2}"]).task)
+        build_task(
+            load_recipe(None, ["task.name=knights_knaves", "task.mix={n_people=[2]}", "task.config={n_people=2}"]).task
+        )

@@ -27,10 +27,17 @@ from rladctl.store.checkpoint import (
 def train(shards, out: Path, *extra: str, model: Path | None = None, inputs: str = "scored", overwrite: bool = False):
     from rladctl.stages.train import run_train
 
-    recipe = load_recipe(None, [
-        f'train.model="{model or shards["student"]}"', f'train.inputs=["{shards[inputs]}"]', f'train.out="{out}"',
-        "train.mini_batches=2", "train.lr=1e-3", *extra,
-    ])
+    recipe = load_recipe(
+        None,
+        [
+            f'train.model="{model or shards["student"]}"',
+            f'train.inputs=["{shards[inputs]}"]',
+            f'train.out="{out}"',
+            "train.mini_batches=2",
+            "train.lr=1e-3",
+            *extra,
+        ],
+    )
     return run_train(recipe, overwrite=overwrite)
 
 
@@ -53,7 +60,7 @@ def test_shards_have_rewards_that_train(shards):
 def test_trrd_end_to_end_reloads_with_plain_transformers_and_generates(shards, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    summary = train(shards, tmp_path / "ckpt", "objective.name=\"trrd\"")
+    summary = train(shards, tmp_path / "ckpt", 'objective.name="trrd"')
     assert summary.steps == 2 and summary.rows == PROMPTS * GROUP and not summary.skipped
     metrics = read_metrics(tmp_path / "ckpt")
     assert [m["step"] for m in metrics] == [1, 2] and not any(m["skipped"] for m in metrics)
@@ -74,7 +81,9 @@ def test_trrd_end_to_end_reloads_with_plain_transformers_and_generates(shards, t
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
     prompt = tokenizer("3 + 4 =", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    generated = model.generate(
+        **prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
     assert generated.shape[1] == prompt["input_ids"].shape[1] + 5
 
 
@@ -82,7 +91,7 @@ def test_trrd_end_to_end_reloads_with_plain_transformers_and_generates(shards, t
     "objective, extra, rows",
     [
         ("grpo", ["train.recompute_old=false"], None),
-        ("kdrl", ['objective.kl_beta=0.5', "objective.kl_beta_end=0.1"], None),
+        ("kdrl", ["objective.kl_beta=0.5", "objective.kl_beta_end=0.1"], None),
         ("sft", [], "reward"),  # default sft_min_reward = 1.0 keeps the rewarded rows only
         ("sft", ["train.sft_min_reward=0.0"], "all"),  # what an untrained student's rollouts need
     ],
@@ -146,7 +155,9 @@ def test_continue_optimizer_carries_adamw_state_and_global_step(shards, tmp_path
     train(shards, tmp_path / "fresh", *sft, "train.continue_optimizer=false", model=tmp_path / "first")
 
     assert [m["step"] for m in read_metrics(tmp_path / "second")] == [2]
-    assert read_manifest(tmp_path / "second")["global_step"] == 2 and load_training_state(tmp_path / "second")["step"] == 2
+    assert (
+        read_manifest(tmp_path / "second")["global_step"] == 2 and load_training_state(tmp_path / "second")["step"] == 2
+    )
     state = load_training_state(tmp_path / "second")["optimizer"]["state"]
     assert all(int(s["step"]) == 2 for s in state.values())
     assert max_change(weights(tmp_path / "second"), weights(tmp_path / "both")) <= 1e-6
@@ -156,4 +167,3 @@ def test_continue_optimizer_carries_adamw_state_and_global_step(shards, tmp_path
     # The carried state brings its step and moments, not the earlier run's hyperparameters.
     train(shards, tmp_path / "decay", *sft, "train.weight_decay=0.1", model=tmp_path / "first")
     assert load_training_state(tmp_path / "decay")["optimizer"]["param_groups"][0]["weight_decay"] == 0.1
-

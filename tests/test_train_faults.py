@@ -34,8 +34,12 @@ def refused(done: subprocess.CompletedProcess, out: Path, pattern: str) -> str:
     return lines[0]
 
 
-def cli_train(shards, out: Path, *extra: str, inputs: str = "scored", model: Path | None = None) -> subprocess.CompletedProcess:
-    return run_cli("train", "--model", str(model or shards["student"]), "--input", str(shards[inputs]), "--out", str(out), *extra)
+def cli_train(
+    shards, out: Path, *extra: str, inputs: str = "scored", model: Path | None = None
+) -> subprocess.CompletedProcess:
+    return run_cli(
+        "train", "--model", str(model or shards["student"]), "--input", str(shards[inputs]), "--out", str(out), *extra
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,8 +64,12 @@ def test_resume_after_sigkill_continues_from_the_last_snapshot_and_equals_an_uni
 
     killed, partial = tmp_path / "killed", tmp_path / "killed.partial"
     args = ["train", "--model", str(shards["student"]), "--input", str(shards["scored"]), "--out", str(killed), *extra]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SNAPSHOTS, *args], env=dict(os.environ, RLADCTL_QUIET="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SNAPSHOTS, *args],
+        env=dict(os.environ, RLADCTL_QUIET="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (partial / "step-000001" / MANIFEST).exists() and proc.poll() is None:
         time.sleep(0.02)
@@ -85,8 +93,13 @@ def test_resume_after_sigkill_continues_from_the_last_snapshot_and_equals_an_uni
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], abs=1e-6) for k in a)
     # The snapshot's steps were not redone: their timings are the killed process's own.
     assert [m["seconds"] for m in resumed[: len(restored)]] == [m["seconds"] for m in restored]
-    state, state_full = load_training_state(killed)["optimizer"]["state"], load_training_state(tmp_path / "full")["optimizer"]["state"]
-    assert all(torch.allclose(state[i]["exp_avg_sq"], state_full[i]["exp_avg_sq"], rtol=0, atol=1e-9) for i in state_full)
+    state, state_full = (
+        load_training_state(killed)["optimizer"]["state"],
+        load_training_state(tmp_path / "full")["optimizer"]["state"],
+    )
+    assert all(
+        torch.allclose(state[i]["exp_avg_sq"], state_full[i]["exp_avg_sq"], rtol=0, atol=1e-9) for i in state_full
+    )
     assert not partial.exists() and not (tmp_path / "killed.tmp-999999").exists()
 
 

@@ -73,7 +73,9 @@ def test_math_verify_score(gold, answer, expected):
 def test_math_verify_score_works_off_the_main_thread():
     # SIGALRM timeouts would raise "signal only works in main thread"; they must be switched off.
     results = []
-    worker = threading.Thread(target=lambda: results.extend([math_verify_score("\\frac{1}{2}", "0.5"), math_verify_score("2", "3")]))
+    worker = threading.Thread(
+        target=lambda: results.extend([math_verify_score("\\frac{1}{2}", "0.5"), math_verify_score("2", "3")])
+    )
     worker.start()
     worker.join()
     assert results == [1.0, 0.0]
@@ -126,7 +128,9 @@ def test_countdown_scores_with_partial_credit():
 
 def test_file_task_score_completion(tmp_path):
     path = tmp_path / "math.jsonl"
-    path.write_text('{"question": "1/2 as a decimal?", "answer": "\\\\frac{1}{2}"}\n{"question": "q2", "answer": "3"}\n')
+    path.write_text(
+        '{"question": "1/2 as a decimal?", "answer": "\\\\frac{1}{2}"}\n{"question": "q2", "answer": "3"}\n'
+    )
     task = build_task(TaskConfig(name="file", path=str(path), eval_size=1))
     item = task.items("train", 0, 1)[0]
     assert item.answer == "\\frac{1}{2}"

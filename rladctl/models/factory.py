@@ -194,8 +194,16 @@ def shrink_model(src: str | Path, out_dir: str | Path, keep_layers: list[int], o
     _refuse_existing(out_dir, overwrite)
     teacher = load_model(src, dtype="float32", device="cpu")
     layers = teacher.config.num_hidden_layers
-    if not keep_layers or sorted(set(keep_layers)) != sorted(keep_layers) or not all(0 <= i < layers for i in keep_layers):
-        raise ConfigError(f"keep_layers {keep_layers} must be distinct layer indices in [0, {layers})", "in --keep-layers", "e.g. --keep-layers 0,3")
+    if (
+        not keep_layers
+        or sorted(set(keep_layers)) != sorted(keep_layers)
+        or not all(0 <= i < layers for i in keep_layers)
+    ):
+        raise ConfigError(
+            f"keep_layers {keep_layers} must be distinct layer indices in [0, {layers})",
+            "in --keep-layers",
+            "e.g. --keep-layers 0,3",
+        )
     config = AutoConfig.from_pretrained(src)
     config.num_hidden_layers = len(keep_layers)
     if getattr(config, "layer_types", None):

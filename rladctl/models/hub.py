@@ -46,14 +46,18 @@ def offline_if_hub_unreachable(timeout: float = 3.0) -> bool:
 
     if hub.HF_HUB_OFFLINE:
         return True
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
         return False  # behind a proxy a direct connection says nothing: let the hub client decide
     url = urlparse(hub.ENDPOINT)
     reached: list[bool] = []
 
     def probe() -> None:  # in a thread: a name lookup has no timeout of its own
         try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+            ).close()
             reached.append(True)
         except (OSError, ValueError):
             pass

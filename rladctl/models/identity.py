@@ -47,7 +47,9 @@ def _hub_identity(repo_id: str) -> dict[str, Any]:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:  # not cached, offline, or no huggingface_hub: nothing more is known
         return identity
-    identity.update(revision=snapshot.name, config_hash=_config_hash(snapshot), tokenizer_hash=_tokenizer_hash(snapshot))
+    identity.update(
+        revision=snapshot.name, config_hash=_config_hash(snapshot), tokenizer_hash=_tokenizer_hash(snapshot)
+    )
     return identity
 
 

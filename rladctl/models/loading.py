@@ -22,7 +22,7 @@ _DTYPES = {
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" is cuda when available, else cpu; anything torch.device accepts passes through."""
+    """ "auto" is cuda when available, else cpu; anything torch.device accepts passes through."""
     import torch
 
     if device == "auto":
@@ -37,7 +37,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "auto") -> torch.dtype:
-    """"auto" is bfloat16 on CUDA and float32 elsewhere; names like bf16/fp16/fp32 are accepted."""
+    """ "auto" is bfloat16 on CUDA and float32 elsewhere; names like bf16/fp16/fp32 are accepted."""
     import torch
 
     if isinstance(dtype, torch.dtype):
@@ -143,7 +143,9 @@ def check_model_dir(directory: Path, trust_remote_code: bool = False, allow_pick
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if not directory.is_dir():
-        raise ModelError(f"{directory} is a file, not a model directory", fix="point at the directory that holds config.json")
+        raise ModelError(
+            f"{directory} is a file, not a model directory", fix="point at the directory that holds config.json"
+        )
     config = read_json(directory / "config.json")
     if config is None:
         raise ModelError(f"model directory {directory} has no config.json",

@@ -45,9 +45,7 @@ _PORTABLE_CLASS = "PreTrainedTokenizerFast"
 _N_BYTES = 256
 
 
-def train_tokenizer(
-    texts: list[str], vocab_size: int = 512, kind: str = "bpe"
-) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int = 512, kind: str = "bpe") -> PreTrainedTokenizerFast:
     """Train a deterministic tokenizer on ``texts``: the same texts give byte-identical files.
 
     kind="bpe": byte-level BPE; digits are pre-split one per token so arithmetic stays learnable.
@@ -58,9 +56,7 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if kind not in TOKENIZER_KINDS:
-        raise ConfigError(
-            f"unknown tokenizer kind '{kind}'", "in train_tokenizer", f"use one of {TOKENIZER_KINDS}"
-        )
+        raise ConfigError(f"unknown tokenizer kind '{kind}'", "in train_tokenizer", f"use one of {TOKENIZER_KINDS}")
     texts = [t for t in texts if t]
     if not texts:
         raise ConfigError("no texts to train a tokenizer on", "in train_tokenizer", "pass texts")
@@ -151,7 +147,6 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
     """Load a tokenizer from a local directory or a hub id, refusing what cannot be loaded."""
     from transformers import AutoTokenizer
 
-
     source = locate(path)
     if isinstance(source, Path):
         if not any((source / n).is_file() for n in TOKENIZER_FILES):
@@ -198,6 +193,4 @@ def check_same_vocab(
     # dict.fromkeys: each id once, in the caller's order, so "first" means first as given.
     for i in sorted(strings_a.keys() | strings_b.keys()) if ids is None else dict.fromkeys(map(int, ids)):
         if strings_a.get(i) != strings_b.get(i):
-            raise ModelError(
-                f"tokenizers differ at id {i}: {strings_a.get(i)!r} vs {strings_b.get(i)!r}", where, fix
-            )
+            raise ModelError(f"tokenizers differ at id {i}: {strings_a.get(i)!r} vs {strings_b.get(i)!r}", where, fix)

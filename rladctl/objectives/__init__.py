@@ -40,8 +40,9 @@ register(
     Objective(name="grpo", loss=grpo_loss, method="grpo"),
     Objective(name="kdrl", loss=kdrl_loss, method="kdrl", needs_teacher_logprobs=True, schedule=kdrl_schedule),
     # Offline distillation: the teacher samples, and train keeps the rows it got right.
-    Objective(name="sft", loss=sft_loss, method="offline", sampler="teacher",
-              row_filter=RewardThreshold("sft_min_reward")),
+    Objective(
+        name="sft", loss=sft_loss, method="offline", sampler="teacher", row_filter=RewardThreshold("sft_min_reward")
+    ),
 )
 
 

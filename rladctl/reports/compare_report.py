@@ -10,7 +10,14 @@ from rladctl.store.files import atomic_write_bytes, make_dir
 
 ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
 SMOOTH = 10  # iterations in the reward curve's moving mean (each iteration sees new prompts)
-DIAGNOSTICS = ("teacher_logratio_mean", "teacher_clamp_frac", "clip_frac_low", "clip_frac_high", "approx_kl_old", "reward_mean")
+DIAGNOSTICS = (
+    "teacher_logratio_mean",
+    "teacher_clamp_frac",
+    "clip_frac_low",
+    "clip_frac_high",
+    "approx_kl_old",
+    "reward_mean",
+)
 
 
 def _ms(values: list[float]) -> str:
@@ -34,11 +41,15 @@ def results_table(runs, K: int) -> tuple[list[str], list[list[str]]]:
     header = ["method", f"Mean@{K}", f"Pass@{K}", *[f"Mean@{K} L{lvl}" for lvl in levels], "train wall s / run"]
     rows = []
     for method, group in grouped.items():
-        rows.append([
-            method, _ms([r.overall.mean for r in group]), _ms([r.overall.pass_at[K] for r in group]),
-            *[_ms([r.by_difficulty[lvl].mean for r in group if lvl in r.by_difficulty]) for lvl in levels],
-            f"{statistics.fmean([r.seconds for r in group]):.0f}" if method != "base" else "–",
-        ])
+        rows.append(
+            [
+                method,
+                _ms([r.overall.mean for r in group]),
+                _ms([r.overall.pass_at[K] for r in group]),
+                *[_ms([r.by_difficulty[lvl].mean for r in group if lvl in r.by_difficulty]) for lvl in levels],
+                f"{statistics.fmean([r.seconds for r in group]):.0f}" if method != "base" else "–",
+            ]
+        )
     return header, rows
 
 
@@ -88,26 +99,48 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
         curves[method] = [(i, statistics.fmean(per_iter[max(0, i - SMOOTH + 1) : i + 1])) for i in range(length)]
     png = path.with_name(path.stem + "-reward.png")
     make_dir(path.parent)
-    curve_plot(png, curves, "iteration (one optimizer step each)" if recipe.train.epochs * recipe.train.mini_batches == 1 else "iteration",
-               f"student's rollout reward (moving mean of {SMOOTH})", f"training reward, mean over {len(seeds)} seeds")
+    curve_plot(
+        png,
+        curves,
+        "iteration (one optimizer step each)" if recipe.train.epochs * recipe.train.mini_batches == 1 else "iteration",
+        f"student's rollout reward (moving mean of {SMOOTH})",
+        f"training reward, mean over {len(seeds)} seeds",
+    )
     verdict = ordering_verdict(runs)
     r, t = recipe.rollout, recipe.train
-    text = "\n".join([
-        "# rladctl compare: RLAD and its baselines in miniature", "",
-        f"Produced by `rladctl compare`; the training stages took {sum(r.seconds for r in runs) / 60:.1f} min in all on this machine "
-        f"(from their manifests; evaluations excluded). Task `{recipe.task.name}` "
-        f"(config {recipe.task.config}, mix {recipe.task.mix}), {recipe.run.iterations} iterations x {r.num_prompts} prompts x G = {r.group_size}, "
-        f"{t.epochs * t.mini_batches} optimizer step(s) per iteration, lr {t.lr}; evaluation on {recipe.eval.num_prompts or recipe.task.eval_size} held-out prompts, "
-        f"n = {recipe.eval.n or K}, temperature {recipe.eval.temperature}, top_p {recipe.eval.top_p}. "
-        f"Seeds: {len(seeds)} (mean ± sample std over seeds). Every method starts from the same student weights and sees the same prompts.", "",
-        f"Teacher (reference): Mean@{K} {teacher.overall.mean:.3f}, Pass@{K} {teacher.overall.pass_at[K]:.3f}.", "",
-        "## Results", "", markdown_table(header, rows), "",
-        "## Paired differences in Mean@K (same seed, same start)", "", markdown_table(["comparison", "mean ± std", "seeds ahead"], paired_gaps(runs, K)), "",
-        "## Verdict", "", verdict, "",
-        "## Training diagnostics (means over seeds)", "",
-        markdown_table(["method", "when", *DIAGNOSTICS], diagnostics(runs)), "",
-        f"![reward curves]({png.name})", "",
-    ])
+    text = "\n".join(
+        [
+            "# rladctl compare: RLAD and its baselines in miniature",
+            "",
+            f"Produced by `rladctl compare`; the training stages took {sum(r.seconds for r in runs) / 60:.1f} min in all on this machine "
+            f"(from their manifests; evaluations excluded). Task `{recipe.task.name}` "
+            f"(config {recipe.task.config}, mix {recipe.task.mix}), {recipe.run.iterations} iterations x {r.num_prompts} prompts x G = {r.group_size}, "
+            f"{t.epochs * t.mini_batches} optimizer step(s) per iteration, lr {t.lr}; evaluation on {recipe.eval.num_prompts or recipe.task.eval_size} held-out prompts, "
+            f"n = {recipe.eval.n or K}, temperature {recipe.eval.temperature}, top_p {recipe.eval.top_p}. "
+            f"Seeds: {len(seeds)} (mean ± sample std over seeds). Every method starts from the same student weights and sees the same prompts.",
+            "",
+            f"Teacher (reference): Mean@{K} {teacher.overall.mean:.3f}, Pass@{K} {teacher.overall.pass_at[K]:.3f}.",
+            "",
+            "## Results",
+            "",
+            markdown_table(header, rows),
+            "",
+            "## Paired differences in Mean@K (same seed, same start)",
+            "",
+            markdown_table(["comparison", "mean ± std", "seeds ahead"], paired_gaps(runs, K)),
+            "",
+            "## Verdict",
+            "",
+            verdict,
+            "",
+            "## Training diagnostics (means over seeds)",
+            "",
+            markdown_table(["method", "when", *DIAGNOSTICS], diagnostics(runs)),
+            "",
+            f"![reward curves]({png.name})",
+            "",
+        ]
+    )
     atomic_write_bytes(path, text.encode())
     return path
 
@@ -122,7 +155,11 @@ def ordering_verdict(runs) -> str:
     for hi, lo in zip(chain, chain[1:]):
         gap = means[hi] - means[lo]
         clear = gap > max(sds[hi], sds[lo])
-        lines.append(f"- {hi} vs {lo}: {gap:+.3f} Mean@K ({'above, gap larger than the spread' if clear and gap > 0 else 'not clearly above'})")
+        lines.append(
+            f"- {hi} vs {lo}: {gap:+.3f} Mean@K ({'above, gap larger than the spread' if clear and gap > 0 else 'not clearly above'})"
+        )
     ordered = all(means[a] - means[b] > max(sds[a], sds[b]) for a, b in zip(chain, chain[1:]))
-    head = "The paper's ordering (RLAD > KDRL > GRPO > base on Mean@K, gaps larger than the spread) " + ("holds here." if ordered else "does NOT hold here.")
+    head = "The paper's ordering (RLAD > KDRL > GRPO > base on Mean@K, gaps larger than the spread) " + (
+        "holds here." if ordered else "does NOT hold here."
+    )
     return "\n".join([head, *lines])

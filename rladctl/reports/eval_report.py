@@ -47,9 +47,7 @@ def difficulty_levels(summaries: dict[str, Summary]) -> list[str]:
     return sorted({lvl for s in summaries.values() for lvl in s.by_difficulty}, key=natural_key)
 
 
-def difficulty_rows(
-    summaries: dict[str, Summary], K: int, metric: str = "mean"
-) -> tuple[list[str], list[list[str]]]:
+def difficulty_rows(summaries: dict[str, Summary], K: int, metric: str = "mean") -> tuple[list[str], list[list[str]]]:
     """Rows = labels, columns = difficulty levels then "all" (like the paper's PPL2..PPL8, Avg).
 
     ``metric`` is "mean" (Mean@K), "accuracy", or "pass@k" for a k in ``ks_for(K)``.
@@ -110,9 +108,7 @@ def _md_escape(text: str) -> str:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def write_report(
-    out_dir, summaries: dict[str, Summary], K: int, title: str, extra_md: str = ""
-) -> dict[str, Path]:
+def write_report(out_dir, summaries: dict[str, Summary], K: int, title: str, extra_md: str = "") -> dict[str, Path]:
     """Write report.json, report.md, pass_at_k.png and (when any level exists) difficulty.png.
 
     Returns their paths keyed "json", "md", "pass_at_k", "difficulty". The same summaries give
@@ -196,12 +192,19 @@ def pass_at_k_plot(path, summaries: dict[str, Summary], K: int, title: str) -> P
             continue
         xs, ys = zip(*pts)
         (line,) = ax.plot(
-            xs, ys, label=label, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-            markersize=max(3.0, 9.0 - 1.5 * i), zorder=2 + i,
+            xs,
+            ys,
+            label=label,
+            marker=MARKERS[i % len(MARKERS)],
+            linestyle=LINESTYLES[i % len(LINESTYLES)],
+            markersize=max(3.0, 9.0 - 1.5 * i),
+            zorder=2 + i,
         )
         cis = [s.overall.pass_at_ci.get(k) for k in xs]
         if all(cis):
-            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.15, linewidth=0)
+            ax.fill_between(
+                xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.15, linewidth=0
+            )
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()

@@ -110,8 +110,10 @@ class Inspection:
         stats = {"tokens": counts, "lp_mean": mean(self.sampler_logprobs)}
         if self.teacher_gap is not None:
             stats |= {
-                "disagreement": mean(np.abs(self.teacher_gap)), "gap_mean": mean(self.teacher_gap),
-                "clamp_frac": mean(self.clamped), "ratio_mean": mean(self.ratio),
+                "disagreement": mean(np.abs(self.teacher_gap)),
+                "gap_mean": mean(self.teacher_gap),
+                "clamp_frac": mean(self.clamped),
+                "ratio_mean": mean(self.ratio),
             }
         return stats
 
@@ -133,8 +135,16 @@ def inspect_artifact(path: str | Path, alpha: float = 0.5, clamp: float = 1.0) -
     if artifact.rows == 0:
         raise ArtifactError(f"artifact {artifact.path} has no rows", None, "inspect an artifact with rows")
     scored = artifact.kind == S.SCORED
-    columns = [S.PROMPT_ID, S.SAMPLE_IDX, S.PROMPT, S.COMPLETION, S.COMPLETION_TOKEN_IDS, S.SAMPLER_LOGPROBS,
-               S.FINISH_REASON, S.REWARD] + ([S.TEACHER_LOGPROBS] if scored else [])
+    columns = [
+        S.PROMPT_ID,
+        S.SAMPLE_IDX,
+        S.PROMPT,
+        S.COMPLETION,
+        S.COMPLETION_TOKEN_IDS,
+        S.SAMPLER_LOGPROBS,
+        S.FINISH_REASON,
+        S.REWARD,
+    ] + ([S.TEACHER_LOGPROBS] if scored else [])
     table = artifact.table(columns)
     validate_token_columns(table, (S.SAMPLER_LOGPROBS, S.TEACHER_LOGPROBS), str(artifact.path))
     offsets, token_ids = _flat(table[S.COMPLETION_TOKEN_IDS])
@@ -147,13 +157,24 @@ def inspect_artifact(path: str | Path, alpha: float = 0.5, clamp: float = 1.0) -
     threshold = float((artifact.manifest.get("eval") or {}).get("threshold", CORRECT_AT))
     vocab = decode_vocab(model_dir, token_ids)
     return Inspection(
-        path=artifact.path, kind=artifact.kind, alpha=float(alpha), clamp=float(clamp),
+        path=artifact.path,
+        kind=artifact.kind,
+        alpha=float(alpha),
+        clamp=float(clamp),
         tokenizer=model_dir if vocab is not None else None,
-        prompt_ids=prompt_ids, sample_idx=table[S.SAMPLE_IDX].to_numpy(), prompts=table[S.PROMPT].to_pylist(),
-        completions=table[S.COMPLETION].to_pylist(), finish_reasons=table[S.FINISH_REASON].to_pylist(),
-        rewards=rewards, advantages=group_advantages(rewards, prompt_ids, dtype=torch.float64).numpy(),
-        correct=rewards >= threshold, offsets=offsets, token_ids=token_ids, sampler_logprobs=sampler,
-        teacher_logprobs=teacher, vocab=vocab,
+        prompt_ids=prompt_ids,
+        sample_idx=table[S.SAMPLE_IDX].to_numpy(),
+        prompts=table[S.PROMPT].to_pylist(),
+        completions=table[S.COMPLETION].to_pylist(),
+        finish_reasons=table[S.FINISH_REASON].to_pylist(),
+        rewards=rewards,
+        advantages=group_advantages(rewards, prompt_ids, dtype=torch.float64).numpy(),
+        correct=rewards >= threshold,
+        offsets=offsets,
+        token_ids=token_ids,
+        sampler_logprobs=sampler,
+        teacher_logprobs=teacher,
+        vocab=vocab,
         ratio=None if teacher is None else first_update_ratio(sampler, teacher, alpha, clamp),
     )
 
@@ -217,7 +238,10 @@ def _flat(column) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_rows(
-    insp: Inspection, row: int | None = None, prompt_id: str | None = None, where: str | None = None,
+    insp: Inspection,
+    row: int | None = None,
+    prompt_id: str | None = None,
+    where: str | None = None,
     worst: int | None = None,
 ) -> list[int]:
     """Row indices that pass every given selector, in artifact order, or by falling mean |d| with
@@ -225,8 +249,11 @@ def select_rows(
     keep = np.ones(insp.rows, dtype=bool)
     if row is not None:
         if not 0 <= row < insp.rows:
-            raise ConfigError(f"row {row} is out of range", f"in {insp.path} ({insp.rows} rows)",
-                              f"pick a row from 0 to {insp.rows - 1}")
+            raise ConfigError(
+                f"row {row} is out of range",
+                f"in {insp.path} ({insp.rows} rows)",
+                f"pick a row from 0 to {insp.rows - 1}",
+            )
         keep[:] = False
         keep[row] = True
     if prompt_id is not None:
@@ -262,7 +289,8 @@ def _where(insp: Inspection, where: str) -> np.ndarray:
 def _needs_teacher(insp: Inspection, option: str) -> Inspection:
     if not insp.scored:
         raise ArtifactError(
-            f"--{option} needs teacher log-probs but {insp.path} is an unscored {insp.kind} artifact", None,
+            f"--{option} needs teacher log-probs but {insp.path} is an unscored {insp.kind} artifact",
+            None,
             "run rladctl score-teacher on it and inspect the scored artifact",
         )
     return insp
@@ -279,16 +307,25 @@ def summary(insp: Inspection, rows: list[int]) -> dict[str, Any]:
     picked[idx] = True
     tokens = np.repeat(picked, np.diff(insp.offsets))  # [N] bool
     out: dict[str, Any] = {
-        "artifact": str(insp.path), "kind": insp.kind, "rows": insp.rows, "selected": len(rows),
-        "alpha": insp.alpha, "clamp": insp.clamp, "tokenizer": insp.tokenizer, "tokens": int(tokens.sum()),
-        "reward_mean": _mean(insp.rewards[idx]), "correct_frac": _mean(insp.correct[idx]),
+        "artifact": str(insp.path),
+        "kind": insp.kind,
+        "rows": insp.rows,
+        "selected": len(rows),
+        "alpha": insp.alpha,
+        "clamp": insp.clamp,
+        "tokenizer": insp.tokenizer,
+        "tokens": int(tokens.sum()),
+        "reward_mean": _mean(insp.rewards[idx]),
+        "correct_frac": _mean(insp.correct[idx]),
         "sampler_logprob_mean": _mean(insp.sampler_logprobs[tokens]),
     }
     if insp.scored:
         gap = insp.teacher_gap[tokens]
         out |= {
-            "teacher_gap_mean": _mean(gap), "disagreement_mean": _mean(np.abs(gap)),
-            "clamp_frac": _mean(insp.clamped[tokens]), "ratio_mean": _mean(insp.ratio[tokens]),
+            "teacher_gap_mean": _mean(gap),
+            "disagreement_mean": _mean(np.abs(gap)),
+            "clamp_frac": _mean(insp.clamped[tokens]),
+            "ratio_mean": _mean(insp.ratio[tokens]),
         }
     return out
 
@@ -297,14 +334,22 @@ def row_record(insp: Inspection, i: int, tokens: bool = True) -> dict[str, Any]:
     """Row i's numbers: its scalars and, with ``tokens``, every per-token value (exact, unrounded)."""
     stats = {k: v[i].item() for k, v in insp.row_stats.items()}
     out: dict[str, Any] = {
-        "row": i, "prompt_id": insp.prompt_ids[i], "sample_idx": int(insp.sample_idx[i]), "prompt": insp.prompts[i],
-        "completion": insp.completions[i], "finish_reason": insp.finish_reasons[i], "reward": float(insp.rewards[i]),
-        "advantage": float(insp.advantages[i]), "correct": bool(insp.correct[i]), **stats,
+        "row": i,
+        "prompt_id": insp.prompt_ids[i],
+        "sample_idx": int(insp.sample_idx[i]),
+        "prompt": insp.prompts[i],
+        "completion": insp.completions[i],
+        "finish_reason": insp.finish_reasons[i],
+        "reward": float(insp.rewards[i]),
+        "advantage": float(insp.advantages[i]),
+        "correct": bool(insp.correct[i]),
+        **stats,
     }
     if tokens:
         span = insp.span(i)
         out |= {
-            "token_ids": insp.token_ids[span].tolist(), "token_texts": insp.token_texts(i),
+            "token_ids": insp.token_ids[span].tolist(),
+            "token_texts": insp.token_texts(i),
             "sampler_logprobs": insp.sampler_logprobs[span].tolist(),
         }
         if insp.scored:

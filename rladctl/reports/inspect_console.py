@@ -14,9 +14,15 @@ if TYPE_CHECKING:
 # Shade -> rich style. Scored: blue where the teacher likes the token more (d < 0), red where less;
 # the clamped ends are bold and underlined. Unscored: orange by the sampler's surprise.
 GAP_STYLES = {
-    -4: "bold underline white on #2166ac", -3: "black on #6aa6d2", -2: "black on #abd0e8", -1: "black on #dcebf5",
+    -4: "bold underline white on #2166ac",
+    -3: "black on #6aa6d2",
+    -2: "black on #abd0e8",
+    -1: "black on #dcebf5",
     0: "",
-    1: "black on #fbe2d5", 2: "black on #f5b69c", 3: "black on #e3795c", 4: "bold underline white on #b2182b",
+    1: "black on #fbe2d5",
+    2: "black on #f5b69c",
+    3: "black on #e3795c",
+    4: "bold underline white on #b2182b",
 }
 SURPRISE_STYLES = {0: "", 1: "black on #fff2c6", 2: "black on #ffd67a", 3: "black on #fba15a", 4: "white on #d95f02"}
 TOP_TOKENS = 8  # the largest disagreements listed under each completion
@@ -37,8 +43,13 @@ def legend(insp: Inspection):
     if insp.scored:
         c = insp.clamp
         text.append("lp - lp_T  ", style="dim")
-        edges = [f"< -{c:g}", *(f"< -{g * c:g}" for g in reversed(GAP_SHADES)), "~0",
-                 *(f"> {g * c:g}" for g in GAP_SHADES), f"> {c:g}"]
+        edges = [
+            f"< -{c:g}",
+            *(f"< -{g * c:g}" for g in reversed(GAP_SHADES)),
+            "~0",
+            *(f"> {g * c:g}" for g in GAP_SHADES),
+            f"> {c:g}",
+        ]
         for shade, label in zip(range(-MAX_SHADE, MAX_SHADE + 1), edges):
             text.append(f" {label} ", style=GAP_STYLES[shade])
         text.append(f"   underlined: clamped (|d| > c = {c:g}); blue: the teacher likes the token more", style="dim")
@@ -56,13 +67,17 @@ def print_row(console: Console, insp: Inspection, i: int) -> None:
     stats = {k: v[i].item() for k, v in insp.row_stats.items()}
     verdict = (" correct ", "bold white on green") if insp.correct[i] else (" wrong ", "bold white on red")
     head = Text.assemble(
-        (f"row {i}", "bold"), f"  prompt {insp.prompt_ids[i]}  sample {int(insp.sample_idx[i])}  ", verdict,
+        (f"row {i}", "bold"),
+        f"  prompt {insp.prompt_ids[i]}  sample {int(insp.sample_idx[i])}  ",
+        verdict,
         f"  reward {insp.rewards[i]:.3g}  A {insp.advantages[i]:+.3f}",
         f"  {stats['tokens']} tokens ({insp.finish_reasons[i]})",
     )
     if insp.scored:
-        head.append(f"  mean |d| {stats['disagreement']:.3f}  clamped {stats['clamp_frac']:.1%}"
-                    f"  mean r {stats['ratio_mean']:.3f}  (alpha {insp.alpha:g}, c {insp.clamp:g})")
+        head.append(
+            f"  mean |d| {stats['disagreement']:.3f}  clamped {stats['clamp_frac']:.1%}"
+            f"  mean r {stats['ratio_mean']:.3f}  (alpha {insp.alpha:g}, c {insp.clamp:g})"
+        )
     console.print()
     console.print(head)
     console.print(Text(insp.prompts[i].rstrip(), style="dim"))
@@ -97,8 +112,13 @@ def top_tokens(insp: Inspection, i: int):
         k = span.start + t
         token = repr(texts[t]) if texts else ""
         table.add_row(
-            str(t), token, str(int(insp.token_ids[k])), f"{insp.sampler_logprobs[k]:.3f}",
-            f"{insp.teacher_logprobs[k]:.3f}", f"{gap[t]:+.3f}", "yes" if insp.clamped[k] else "",
+            str(t),
+            token,
+            str(int(insp.token_ids[k])),
+            f"{insp.sampler_logprobs[k]:.3f}",
+            f"{insp.teacher_logprobs[k]:.3f}",
+            f"{gap[t]:+.3f}",
+            "yes" if insp.clamped[k] else "",
             f"{insp.ratio[k]:.4f}",
         )
     return table

@@ -69,25 +69,44 @@ def page_data(insp: Inspection, rows: list[int]) -> dict[str, Any]:
     blocks, block_of, offset_in = _blocks(insp, rows)
     stats = insp.row_stats
     columns: dict[str, list] = {
-        "row": rows, "prompt": [prompt_index[insp.prompts[i]] for i in rows],
-        "prompt_id": [insp.prompt_ids[i] for i in rows], "sample_idx": [int(insp.sample_idx[i]) for i in rows],
-        "reward": _rounded(insp.rewards[rows]), "advantage": _rounded(insp.advantages[rows]),
-        "correct": [int(insp.correct[i]) for i in rows], "finish_reason": [insp.finish_reasons[i] for i in rows],
-        "block": block_of, "offset": offset_in,
+        "row": rows,
+        "prompt": [prompt_index[insp.prompts[i]] for i in rows],
+        "prompt_id": [insp.prompt_ids[i] for i in rows],
+        "sample_idx": [int(insp.sample_idx[i]) for i in rows],
+        "reward": _rounded(insp.rewards[rows]),
+        "advantage": _rounded(insp.advantages[rows]),
+        "correct": [int(insp.correct[i]) for i in rows],
+        "finish_reason": [insp.finish_reasons[i] for i in rows],
+        "block": block_of,
+        "offset": offset_in,
     }
-    columns |= {name: _rounded(values[rows]) if values.dtype.kind == "f" else values[rows].tolist()
-                for name, values in stats.items()}
+    columns |= {
+        name: _rounded(values[rows]) if values.dtype.kind == "f" else values[rows].tolist()
+        for name, values in stats.items()
+    }
     used = np.unique(np.concatenate([insp.token_ids[insp.span(i)] for i in rows])) if rows else np.zeros(0, int)
     vocab = None if insp.vocab is None else {"ids": used.tolist(), "texts": [insp.vocab[t] for t in used.tolist()]}
     return {
         "format": 1,
         "meta": {
-            "artifact": str(insp.path), "kind": insp.kind, "scored": insp.scored, "alpha": insp.alpha,
-            "clamp": insp.clamp, "quantum": QUANTUM, "id_bytes": _id_bytes(insp), "max_shade": MAX_SHADE,
-            "gap_shades": list(GAP_SHADES), "surprise_shades": list(SURPRISE_SHADES), "tokenizer": insp.tokenizer,
+            "artifact": str(insp.path),
+            "kind": insp.kind,
+            "scored": insp.scored,
+            "alpha": insp.alpha,
+            "clamp": insp.clamp,
+            "quantum": QUANTUM,
+            "id_bytes": _id_bytes(insp),
+            "max_shade": MAX_SHADE,
+            "gap_shades": list(GAP_SHADES),
+            "surprise_shades": list(SURPRISE_SHADES),
+            "tokenizer": insp.tokenizer,
             "summary": summary(insp, rows),
         },
-        "prompts": prompts, "vocab": vocab, "rows": columns, "blocks": blocks, "plots": plots(insp, rows),
+        "prompts": prompts,
+        "vocab": vocab,
+        "rows": columns,
+        "blocks": blocks,
+        "plots": plots(insp, rows),
     }
 
 
@@ -112,8 +131,10 @@ def _blocks(insp: Inspection, rows: list[int]) -> tuple[list[dict], list[int], l
 
 def _encode_block(insp: Inspection, rows: list[int]) -> dict[str, Any]:
     take = np.concatenate([np.arange(insp.span(i).start, insp.span(i).stop) for i in rows])  # [n]
-    arrays = [_planes(insp.token_ids[take].astype("<u4"), _id_bytes(insp)),
-              _planes(_quantised(insp.sampler_logprobs[take]))]
+    arrays = [
+        _planes(insp.token_ids[take].astype("<u4"), _id_bytes(insp)),
+        _planes(_quantised(insp.sampler_logprobs[take])),
+    ]
     if insp.scored:
         arrays += [_planes(_quantised(insp.teacher_logprobs[take])), _planes(_quantised(np.log(insp.ratio[take])))]
     arrays.append((insp.shades[take] + MAX_SHADE).astype(np.uint8).tobytes())
@@ -178,12 +199,19 @@ def plots(insp: Inspection, rows: list[int]) -> dict[str, Any]:
     value_b = np.bincount(bin_N, weights=by_position_N, minlength=n_bins) / np.maximum(count_b, 1)
     return {
         "histogram": {
-            "title": hist_title, "edges": _rounded(edges), "correct": density(correct_N), "wrong": density(~correct_N),
-            "correct_tokens": int(correct_N.sum()), "wrong_tokens": int((~correct_N).sum()),
+            "title": hist_title,
+            "edges": _rounded(edges),
+            "correct": density(correct_N),
+            "wrong": density(~correct_N),
+            "correct_tokens": int(correct_N.sum()),
+            "wrong_tokens": int((~correct_N).sum()),
             "marks": [-insp.clamp, insp.clamp] if insp.scored else [],
         },
         "by_position": {
-            "title": position_title, "bin_width": int(width), "values": _rounded(value_b), "tokens": count_b.tolist(),
+            "title": position_title,
+            "bin_width": int(width),
+            "values": _rounded(value_b),
+            "tokens": count_b.tolist(),
             "fraction": insp.scored,
         },
     }
@@ -235,4 +263,3 @@ def _decode_block(block: dict[str, Any], meta: dict[str, Any]) -> dict[str, np.n
         out["ratio"] = np.exp(out.pop("log_ratio"))
     out["shades"] = take(1)[0].astype(np.int64) - meta["max_shade"]
     return out
-

@@ -430,10 +430,12 @@ start();
 
 def render(data_json: str, title: str) -> str:
     """The page around ``data_json`` (already safe inside <script>: no '<' in it)."""
-    return "".join([
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>{BODY}",
-        f'<script type="application/json" id="{DATA_ID}">{data_json}</script>\n',
-        f"<script>{JS.replace('__DATA_ID__', DATA_ID)}</script>\n</body></html>\n",
-    ])
+    return "".join(
+        [
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>{BODY}",
+            f'<script type="application/json" id="{DATA_ID}">{data_json}</script>\n',
+            f"<script>{JS.replace('__DATA_ID__', DATA_ID)}</script>\n</body></html>\n",
+        ]
+    )

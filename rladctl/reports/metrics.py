@@ -198,9 +198,7 @@ def summarize(
     correct_P = (scores_P_N >= threshold).sum(axis=1)  # [P] correct samples per prompt
     tables = [pass_at_k_table(n, k) for k in ks]
     # one column per metric: mean, accuracy, pass@k for each k  -> [P, M]
-    values_P_M = np.column_stack(
-        [scores_P_N.mean(axis=1), correct_P / n] + [table[correct_P] for table in tables]
-    )
+    values_P_M = np.column_stack([scores_P_N.mean(axis=1), correct_P / n] + [table[correct_P] for table in tables])
     overall = _group(values_P_M, n, ks, bootstrap, np.random.default_rng(seed))
     levels = sorted({r.difficulty for r in results if r.difficulty is not None}, key=natural_key)
     by_difficulty = {}

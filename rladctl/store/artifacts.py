@@ -16,9 +16,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from rladctl import __version__
 from rladctl.errors import ArtifactError, MissingPathError
@@ -93,7 +94,9 @@ class ArtifactWriter:
                     if part.exists() and sha256_file(part) != entry["sha256"]:
                         part.unlink()
             else:
-                self._refuse_or_clear("a complete artifact from a different run" if old else f"an unreadable {MANIFEST}")
+                self._refuse_or_clear(
+                    "a complete artifact from a different run" if old else f"an unreadable {MANIFEST}"
+                )
         self._scan_parts()
 
     def _scan_parts(self) -> None:
@@ -114,7 +117,8 @@ class ArtifactWriter:
     def _refuse_or_clear(self, what: str) -> None:
         if not self.overwrite:
             raise ArtifactError(
-                f"output directory {self.path} holds {what}", None,
+                f"output directory {self.path} holds {what}",
+                None,
                 "choose another output directory, or pass --overwrite to replace it",
             )
         # The manifest goes first so the directory never looks complete while being cleared.
@@ -162,7 +166,9 @@ class ArtifactWriter:
         parts = []
         for i in range(num_parts):
             file = self.path / part_name(i)
-            parts.append({"file": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "sha256": sha256_file(file)})
+            parts.append(
+                {"file": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "sha256": sha256_file(file)}
+            )
         manifest = {
             "kind": self.kind,
             "schema_version": _schema_version(),
@@ -251,9 +257,13 @@ def _read_manifest(path: Path, need_parts: bool = True) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity are ValueErrors
-        raise ArtifactError(f"manifest {path} is unreadable ({exc})", None, "re-run the stage that wrote it with --overwrite") from None
+        raise ArtifactError(
+            f"manifest {path} is unreadable ({exc})", None, "re-run the stage that wrote it with --overwrite"
+        ) from None
     if not isinstance(data, dict) or "kind" not in data or (need_parts and "parts" not in data):
-        raise ArtifactError(f"manifest {path} is not an rladctl manifest", None, "point at a directory written by rladctl")
+        raise ArtifactError(
+            f"manifest {path} is not an rladctl manifest", None, "point at a directory written by rladctl"
+        )
     problem = manifest_problem(data)
     if problem:
         raise ArtifactError(f"manifest {path} is invalid: {problem}", None, "re-create the artifact with --overwrite")
@@ -348,7 +358,12 @@ class Artifact:
 
     def reference(self) -> dict[str, str]:
         """How a downstream manifest names this artifact as an input."""
-        return {"path": str(self.path), "kind": self.kind, "manifest_sha256": self.sha256, "content_id": self.content_id}
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "manifest_sha256": self.sha256,
+            "content_id": self.content_id,
+        }
 
 
 def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True, role: str = "input") -> Artifact:
@@ -358,24 +373,34 @@ def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True
     path = Path(path)
     kinds = tuple(kinds)
     if not path.is_dir():
-        raise MissingPathError(f"{role} artifact {path} does not exist", None, "check the path, or run the stage that writes it")
+        raise MissingPathError(
+            f"{role} artifact {path} does not exist", None, "check the path, or run the stage that writes it"
+        )
     manifest_file = manifest_path(path)
     if not manifest_file.exists():
         raise ArtifactError(
-            f"{role} artifact {path} is incomplete (no {MANIFEST})", None,
+            f"{role} artifact {path} is incomplete (no {MANIFEST})",
+            None,
             "re-run the stage that writes it: it resumes and finishes the artifact",
         )
     # A checkpoint given where data is expected is refused by its kind, not as "not rladctl's".
     manifest = _read_manifest(manifest_file, need_parts=False)
     if manifest["kind"] not in kinds:
         raise ArtifactError(
-            f"{role} artifact {path} is of kind '{manifest['kind']}'", None,
+            f"{role} artifact {path} is of kind '{manifest['kind']}'",
+            None,
             f"this command needs {' or '.join(kinds)}",
         )
     if "parts" not in manifest:
-        raise ArtifactError(f"manifest {manifest_file} lists no parts", None, "point at an artifact directory written by rladctl")
+        raise ArtifactError(
+            f"manifest {manifest_file} lists no parts", None, "point at an artifact directory written by rladctl"
+        )
     if manifest.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ArtifactError(f"{role} artifact {path} has schema version {manifest['schema_version']}", None, "upgrade rladctl to read it")
+        raise ArtifactError(
+            f"{role} artifact {path} has schema version {manifest['schema_version']}",
+            None,
+            "upgrade rladctl to read it",
+        )
     artifact = Artifact(path, manifest)
     if verify:
         _verify_parts(artifact)
@@ -390,7 +415,8 @@ def _verify_parts(artifact: Artifact) -> None:
             raise ArtifactError(f"artifact part {file} is missing", None, "re-create the artifact with --overwrite")
         if sha256_file(file) != entry["sha256"]:
             raise ArtifactError(
-                f"artifact part {file} does not match its manifest checksum", None,
+                f"artifact part {file} does not match its manifest checksum",
+                None,
                 "the file was changed or damaged after it was written; re-create the artifact with --overwrite",
             )
 
@@ -402,13 +428,25 @@ def _verify_columns(artifact: Artifact, expected) -> None:
         try:
             schema = pq.read_schema(file)
         except Exception as exc:
-            raise ArtifactError(f"artifact part {file} is not a readable Parquet file ({exc})", None, "re-create the artifact with --overwrite") from None
+            raise ArtifactError(
+                f"artifact part {file} is not a readable Parquet file ({exc})",
+                None,
+                "re-create the artifact with --overwrite",
+            ) from None
         for fld in expected:
             if fld.name not in schema.names:
-                raise ArtifactError(f"column '{fld.name}' is missing", f"in {file}", "write the artifact with rladctl's schema (see rladctl/schema.py)")
+                raise ArtifactError(
+                    f"column '{fld.name}' is missing",
+                    f"in {file}",
+                    "write the artifact with rladctl's schema (see rladctl/schema.py)",
+                )
             got = schema.field(fld.name).type
             if not got.equals(fld.type):
-                raise ArtifactError(f"column '{fld.name}' has type {got}, expected {fld.type}", f"in {file}", "cast the column to the schema's type")
+                raise ArtifactError(
+                    f"column '{fld.name}' has type {got}, expected {fld.type}",
+                    f"in {file}",
+                    "cast the column to the schema's type",
+                )
 
 
 def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
@@ -426,7 +464,9 @@ def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
                 i = int(rows[np.flatnonzero(ids < 0)[0]])
                 raise ArtifactError(
                     f"column '{column}' holds the token id {int(ids.min())} (first negative id in row {i}, "
-                    f"prompt_id {table[PROMPT_ID][i].as_py()})", f"in {where}", "re-create the artifact; token ids are >= 0",
+                    f"prompt_id {table[PROMPT_ID][i].as_py()})",
+                    f"in {where}",
+                    "re-create the artifact; token ids are >= 0",
                 )
     if REWARD in table.column_names:
         rewards = table[REWARD].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -434,7 +474,8 @@ def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
             i = int(np.flatnonzero(~np.isfinite(rewards))[0])
             raise ArtifactError(
                 f"column '{REWARD}' holds {rewards[i]} in row {i} (prompt_id {table[PROMPT_ID][i].as_py()})",
-                f"in {where}", "re-create the artifact; rewards must be finite numbers",
+                f"in {where}",
+                "re-create the artifact; rewards must be finite numbers",
             )
     lengths = pc.list_value_length(table[COMPLETION_TOKEN_IDS]).to_numpy(zero_copy_only=False)
     for column in columns:
@@ -446,14 +487,16 @@ def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
             i = int(bad[0])
             raise ArtifactError(
                 f"row {i} (prompt_id {table[PROMPT_ID][i].as_py()}, sample {table[SAMPLE_IDX][i].as_py()}) has {got[i]} values in '{column}' but {lengths[i]} completion tokens",
-                f"in {where}", "re-create the artifact; per-token columns must match completion_token_ids",
+                f"in {where}",
+                "re-create the artifact; per-token columns must match completion_token_ids",
             )
         rows, flat = _flatten_with_rows(table[column])
         if flat.dtype.kind == "f" and not np.isfinite(flat).all():
             i = int(rows[np.flatnonzero(~np.isfinite(flat))[0]])
             raise ArtifactError(
                 f"column '{column}' holds NaN or inf (first in row {i}, prompt_id {table[PROMPT_ID][i].as_py()})",
-                f"in {where}", "re-create the artifact; log-probs must be finite",
+                f"in {where}",
+                "re-create the artifact; log-probs must be finite",
             )
 
 

@@ -27,7 +27,9 @@ STATE_FILE = Path("training_state") / "state.pt"
 METRICS_FILE = "metrics.jsonl"
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict[str, Any]
+) -> None:
     path = Path(path)
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -18,8 +18,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from rladctl.errors import ArtifactError
 from rladctl.store.files import write_output_error
@@ -64,7 +64,8 @@ def _acquire(path: Path, output: Path) -> int:
             holder = _holder(fd)
             os.close(fd)
             raise ArtifactError(
-                f"output {output} is being written by another rladctl process ({holder})", None,
+                f"output {output} is being written by another rladctl process ({holder})",
+                None,
                 "wait for it to finish, or write to another output directory",
             ) from None
         except OSError:  # a file system without flock: go on unlocked rather than refuse every run
@@ -81,8 +82,12 @@ def _acquire(path: Path, output: Path) -> int:
 
 
 def _describe(fd: int) -> None:
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(["rladctl", *sys.argv[1:]])[:200]}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(["rladctl", *sys.argv[1:]])[:200],
+    }
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)

@@ -49,7 +49,10 @@ class Parts:
         return self.writer.complete
 
     def write(
-        self, label: str, load: Callable[[], B], make_part: Callable[[B, int, Callable[[int], None]], Any],
+        self,
+        label: str,
+        load: Callable[[], B],
+        make_part: Callable[[B, int, Callable[[int], None]], Any],
     ) -> PartsRun:
         """Write this rank's missing parts: ``make_part(backend, index, on_tokens)`` returns part
         ``index`` as a pyarrow Table (``on_tokens(n)`` shows progress within a part).
@@ -79,7 +82,9 @@ class Parts:
         seconds = distributed.all_reduce_float(seconds, "max")
         info = next(i for i in distributed.all_gather_objects(backend.info if backend is not None else None) if i)
         timings = {
-            "seconds": round(seconds, 3), "completion_tokens": tokens, "parts_written": parts_written,
+            "seconds": round(seconds, 3),
+            "completion_tokens": tokens,
+            "parts_written": parts_written,
             "ranks": distributed.world_size(),
         }
         return PartsRun(info, timings)

@@ -73,7 +73,9 @@ def remove_leftovers(out: Path, partial: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_whole(path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict, after=None) -> None:
+def save_whole(
+    path: Path, model, tokenizer, optimizer, step: int, metrics: list[dict], manifest: dict, after=None
+) -> None:
     """``save_checkpoint`` of the whole model and optimizer (None: without it) by rank 0 (then ``after()``), on every rank.
 
     DDP ranks hold identical copies; FSDP2's shards are first gathered on rank 0.
@@ -101,7 +103,9 @@ class _Gathered:
 
     def __init__(self, model, state_dict: dict):
         # A tied head is one parameter under two names; save it once, as save_pretrained would.
-        aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+        aliases = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
+            n for n, _ in model.named_parameters()
+        }
         self.model, self.state_dict = model, {k: v for k, v in state_dict.items() if k not in aliases}
 
     def save_pretrained(self, path, **kwargs) -> None:
@@ -152,7 +156,9 @@ def match_saved_weights(out: Path, hf_model) -> None:
     state = hf_model.state_dict()
     differ = [k for k, v in saved.items() if not torch.equal(state[k].cpu(), v)]
     if differ:
-        log(f"[yellow]replaying {out} gave weights that differ from the saved ones in {len(differ)} tensors (non-deterministic kernels); continuing from the saved weights")
+        log(
+            f"[yellow]replaying {out} gave weights that differ from the saved ones in {len(differ)} tensors (non-deterministic kernels); continuing from the saved weights"
+        )
         hf_model.load_state_dict(saved, strict=False)
 
 
@@ -164,7 +170,8 @@ def apply_update(optimizer, step: int, lr: float, out: Path, partial: Path, fp: 
             raise
         last = latest_snapshot(partial, fp)
         raise TrainingDiverged(
-            f"the optimizer update overflowed at step {step + 1} (lr {lr:g})", f"training {out}",
+            f"the optimizer update overflowed at step {step + 1} (lr {lr:g})",
+            f"training {out}",
             f"the last good checkpoint is {last or start_model}; lower train.lr",
         ) from None
 
@@ -177,4 +184,8 @@ def diverged(what: str, first_bad: int, out: Path, partial: Path, fp: str, start
     snapshot is the newest of a step below it.
     """
     last = latest_snapshot(partial, fp, before=first_bad)
-    return TrainingDiverged(what, f"training {out}", f"the last good checkpoint is {last or start_model}; lower train.lr or check the inputs")
+    return TrainingDiverged(
+        what,
+        f"training {out}",
+        f"the last good checkpoint is {last or start_model}; lower train.lr or check the inputs",
+    )

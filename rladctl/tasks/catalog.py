@@ -31,8 +31,16 @@ from rladctl.tasks.verifiers import (
 )
 
 __all__ = [
-    "SPLITS", "TaskItem", "Task", "GymTask", "FileTask", "build_task", "render_prompt",
-    "extract_answer", "score_completion", "json_safe",
+    "SPLITS",
+    "TaskItem",
+    "Task",
+    "GymTask",
+    "FileTask",
+    "build_task",
+    "render_prompt",
+    "extract_answer",
+    "score_completion",
+    "json_safe",
 ]
 
 SPLITS = ("train", "eval")
@@ -80,16 +88,25 @@ class Task:
         """
         size = self.split_size(split)
         if start < 0 or count < 0:
-            raise ConfigError(f"item range start={start} count={count} is negative", f"in task '{self.name}'", "pass start >= 0 and count >= 0")
+            raise ConfigError(
+                f"item range start={start} count={count} is negative",
+                f"in task '{self.name}'",
+                "pass start >= 0 and count >= 0",
+            )
         if count == 0:
             return []
         if size == 0:
-            raise ConfigError(f"the {split} split of task '{self.name}' is empty", "in [task]", "raise task.size / task.eval_size or add rows to the file")
+            raise ConfigError(
+                f"the {split} split of task '{self.name}' is empty",
+                "in [task]",
+                "raise task.size / task.eval_size or add rows to the file",
+            )
         if count > size:
             key = "task.eval_size" if split == "eval" else "task.size (or add rows to the file)"
             raise ConfigError(
                 f"{count} {split} prompts were asked for but the {split} split of task '{self.name}' holds {size}",
-                "in [task]", f"ask for at most {size} prompts, or raise {key}",
+                "in [task]",
+                f"ask for at most {size} prompts, or raise {key}",
             )
         return [self._item(split, (start + i) % size) for i in range(count)]
 
@@ -122,12 +139,18 @@ class Task:
         if split not in SPLITS or not isinstance(index, int) or not 0 <= index < self.split_size(split):
             raise ArtifactError(
                 f"task metadata {{'split': {split!r}, 'index': {index!r}}} does not point at an item of task '{self.name}'",
-                "in the row being scored", "score rows with the task config that produced them")
+                "in the row being scored",
+                "score rows with the task config that produced them",
+            )
         return split, index
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:
-            raise ConfigError(f"unknown split '{split}'", f"in task '{self.name}'", close_matches(split, SPLITS) or "use train or eval")
+            raise ConfigError(
+                f"unknown split '{split}'",
+                f"in task '{self.name}'",
+                close_matches(split, SPLITS) or "use train or eval",
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +192,11 @@ class GymTask(Task):
         try:
             return reasoning_gym.create_dataset(self.name, seed=seed, size=size, **self._configs[mix])
         except (AssertionError, ValueError, TypeError) as exc:
-            raise ConfigError(f"task '{self.name}' rejects its config ({exc or type(exc).__name__})", "in task.config", "fix the value; see the dataset's config class in reasoning_gym") from None
+            raise ConfigError(
+                f"task '{self.name}' rejects its config ({exc or type(exc).__name__})",
+                "in task.config",
+                "fix the value; see the dataset's config class in reasoning_gym",
+            ) from None
 
     def _make_entry(self, seed: int, size: int, index: int, mix: int = 0) -> dict:
         # With a mix, position p is item p // m of combination p % m (m combinations).
@@ -197,7 +224,10 @@ class GymTask(Task):
                     questions = frozenset(cached["questions"])
                 else:
                     m = len(self._configs)
-                    questions = frozenset(self._entry(self.cfg.eval_seed, self.cfg.eval_size, i, i % m)["question"] for i in range(self.cfg.eval_size))
+                    questions = frozenset(
+                        self._entry(self.cfg.eval_seed, self.cfg.eval_size, i, i % m)["question"]
+                        for i in range(self.cfg.eval_size)
+                    )
                     write_cache(cache_file, {"for": what, "questions": sorted(questions)})
                 _HELD_OUT[key] = questions
             self._held_out = questions
@@ -215,7 +245,11 @@ class GymTask(Task):
                 seed = self.cfg.seed + draw * size
                 entry = self._entry(seed, size, position, mix)
             else:
-                raise ConfigError(f"task '{self.name}' keeps drawing evaluation questions for training item {position}", "in [task]", "its question space is too small to hold out task.eval_size items; lower task.eval_size or widen task.config")
+                raise ConfigError(
+                    f"task '{self.name}' keeps drawing evaluation questions for training item {position}",
+                    "in [task]",
+                    "its question space is too small to hold out task.eval_size items; lower task.eval_size or widen task.config",
+                )
         metadata = {**json_safe(entry.get("metadata", {})), "split": split, "index": position, "seed": seed}
         if len(self._configs) > 1:
             metadata["mix"] = mix
@@ -248,8 +282,12 @@ def _mixed_configs(cfg: TaskConfig, base: dict) -> list[dict]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"task.mix.{key} must be a non-empty list", "in task.mix", f"e.g. {key} = [2, 3, 4]")
         if key in base:
-            raise ConfigError(f"task key '{key}' is set in both task.config and task.mix", "in [task]", "set it in one of them")
-    _check_gym_config(TaskConfig(name=cfg.name, config={k: cfg.mix[k][0] for k in keys}, size=cfg.size, eval_size=cfg.eval_size))
+            raise ConfigError(
+                f"task key '{key}' is set in both task.config and task.mix", "in [task]", "set it in one of them"
+            )
+    _check_gym_config(
+        TaskConfig(name=cfg.name, config={k: cfg.mix[k][0] for k in keys}, size=cfg.size, eval_size=cfg.eval_size)
+    )
     return [base | dict(zip(keys, combo)) for combo in itertools.product(*(cfg.mix[k] for k in keys))]
 
 
@@ -257,15 +295,30 @@ def _check_gym_config(cfg: TaskConfig) -> dict:
     from reasoning_gym.factory import DATASETS
 
     if cfg.name not in DATASETS:
-        raise ConfigError(f"unknown task '{cfg.name}'", "in task.name", close_matches(cfg.name, DATASETS) or "use 'file' or a reasoning-gym dataset name such as chain_sum or knights_knaves")
+        raise ConfigError(
+            f"unknown task '{cfg.name}'",
+            "in task.name",
+            close_matches(cfg.name, DATASETS)
+            or "use 'file' or a reasoning-gym dataset name such as chain_sum or knights_knaves",
+        )
     if cfg.size < 1 or cfg.eval_size < 0:
-        raise ConfigError(f"task '{cfg.name}' has size={cfg.size} eval_size={cfg.eval_size}", "in [task]", "use task.size >= 1 and task.eval_size >= 0")
+        raise ConfigError(
+            f"task '{cfg.name}' has size={cfg.size} eval_size={cfg.eval_size}",
+            "in [task]",
+            "use task.size >= 1 and task.eval_size >= 0",
+        )
     fields = [name for name in DATASETS[cfg.name][1].__dataclass_fields__ if name not in ("seed", "size")]
     for key in cfg.config:
         if key in ("seed", "size"):
-            raise ConfigError(f"task.config.{key} is not allowed", "in task.config", f"set task.{key} (and task.eval_{key}) instead")
+            raise ConfigError(
+                f"task.config.{key} is not allowed", "in task.config", f"set task.{key} (and task.eval_{key}) instead"
+            )
         if key not in fields:
-            raise ConfigError(f"task '{cfg.name}' has no config key '{key}'", "in task.config", close_matches(key, fields) or f"valid keys: {', '.join(fields)}")
+            raise ConfigError(
+                f"task '{cfg.name}' has no config key '{key}'",
+                "in task.config",
+                close_matches(key, fields) or f"valid keys: {', '.join(fields)}",
+            )
     return dict(cfg.config)
 
 
@@ -303,7 +356,9 @@ class FileTask(Task):
 def _read_rows(cfg: TaskConfig) -> list[tuple[str, dict]]:
     """``(where, row)`` per data row; ``where`` is "line N" (JSONL, 1-based) or "row N" (Parquet)."""
     if not cfg.path:
-        raise ConfigError("task.path is empty", "in [task]", "set task.path to a .jsonl or .parquet file when task.name = 'file'")
+        raise ConfigError(
+            "task.path is empty", "in [task]", "set task.path to a .jsonl or .parquet file when task.name = 'file'"
+        )
     path = Path(cfg.path)
     if not path.is_file():
         raise MissingPathError(f"task file {path} does not exist", "in task.path", "check the path")
@@ -315,7 +370,9 @@ def _read_rows(cfg: TaskConfig) -> list[tuple[str, dict]]:
 
         rows = [(f"row {i}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
     else:
-        raise ConfigError(f"task file {path} has unknown extension '{path.suffix}'", "in task.path", "use a .jsonl or .parquet file")
+        raise ConfigError(
+            f"task file {path} has unknown extension '{path.suffix}'", "in task.path", "use a .jsonl or .parquet file"
+        )
     if not rows:
         raise ConfigError(f"task file {path} has no rows", "in task.path", "add one row per question")
     return rows
@@ -330,9 +387,15 @@ def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"line {number} is not JSON ({exc.msg})", f"in {path}", "write one JSON object per line") from None
+                raise ConfigError(
+                    f"line {number} is not JSON ({exc.msg})", f"in {path}", "write one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
-                raise ConfigError(f"line {number} is a JSON {type(row).__name__}, not an object", f"in {path}", "write one JSON object per line")
+                raise ConfigError(
+                    f"line {number} is a JSON {type(row).__name__}, not an object",
+                    f"in {path}",
+                    "write one JSON object per line",
+                )
             rows.append((f"line {number}", row))
     return rows
 
@@ -340,12 +403,20 @@ def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
 def _split_rows(cfg: TaskConfig, rows: list[tuple[str, dict]]) -> dict[str, list[TaskItem]]:
     path = cfg.path
     has_split_column = any("split" in row for _, row in rows)
-    fields = [cfg.question_field, cfg.answer_field] + ([cfg.id_field] if cfg.id_field else []) + (["split"] if has_split_column else [])
+    fields = (
+        [cfg.question_field, cfg.answer_field]
+        + ([cfg.id_field] if cfg.id_field else [])
+        + (["split"] if has_split_column else [])
+    )
     labelled: list[tuple[str, str, dict]] = []  # (split, where, row)
     for number, (where, row) in enumerate(rows):
         for name in fields:
             if row.get(name) is None:
-                raise ConfigError(f"{where} has no field '{name}'", f"in {path}", close_matches(name, row) or f"fields present: {', '.join(map(str, row)) or 'none'}")
+                raise ConfigError(
+                    f"{where} has no field '{name}'",
+                    f"in {path}",
+                    close_matches(name, row) or f"fields present: {', '.join(map(str, row)) or 'none'}",
+                )
         if has_split_column:
             split = {"train": "train", "test": "eval", "eval": "eval"}.get(str(row["split"]))
             if split is None:
@@ -360,7 +431,11 @@ def _split_rows(cfg: TaskConfig, rows: list[tuple[str, dict]]) -> dict[str, list
     for number, (split, where, row) in enumerate(labelled):
         prompt_id = str(row[cfg.id_field]) if cfg.id_field else f"{number:07d}"
         if prompt_id in seen_ids:
-            raise ConfigError(f"{where} repeats id '{prompt_id}' of column '{cfg.id_field}'", f"in {path}", "prompt ids must be unique; fix the file or unset task.id_field")
+            raise ConfigError(
+                f"{where} repeats id '{prompt_id}' of column '{cfg.id_field}'",
+                f"in {path}",
+                "prompt ids must be unique; fix the file or unset task.id_field",
+            )
         seen_ids.add(prompt_id)
         question = str(row[cfg.question_field])
         if split == "train" and question in held_out:
@@ -380,7 +455,9 @@ def build_task(cfg: TaskConfig) -> Task:
     return FileTask(cfg) if cfg.name == "file" else GymTask(cfg)
 
 
-def score_completion(task: Task, item_or_metadata: TaskItem | dict[str, Any], completion: str, prompt: PromptConfig) -> tuple[float, str]:
+def score_completion(
+    task: Task, item_or_metadata: TaskItem | dict[str, Any], completion: str, prompt: PromptConfig
+) -> tuple[float, str]:
     """Extract the answer from ``completion`` and score it: ``(reward in [0, 1], extracted)``.
 
     A completion without a complete final answer scores 0.0 (not the task's own score for an empty
@@ -405,14 +482,24 @@ def render_prompt(item: TaskItem, prompt: PromptConfig, tokenizer: Any = None) -
         body = prompt.template.format(question=item.question, metadata=item.metadata)
     except (KeyError, IndexError, AttributeError, ValueError) as exc:
         reason = f"unknown field {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise ConfigError(f"prompt.template {prompt.template!r} cannot be filled ({reason})", f"for item {item.prompt_id}", "use {question} and {metadata[KEY]} with keys the task's metadata has; double literal braces") from None
+        raise ConfigError(
+            f"prompt.template {prompt.template!r} cannot be filled ({reason})",
+            f"for item {item.prompt_id}",
+            "use {question} and {metadata[KEY]} with keys the task's metadata has; double literal braces",
+        ) from None
     if prompt.instruction:
         body = f"{body}\n{prompt.instruction}"
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if prompt.chat_template == "always" and not has_template:
-        raise ConfigError("prompt.chat_template is 'always' but the tokenizer has no chat template", "in [prompt]", "use 'auto' or 'never', or a tokenizer with a chat template")
+        raise ConfigError(
+            "prompt.chat_template is 'always' but the tokenizer has no chat template",
+            "in [prompt]",
+            "use 'auto' or 'never', or a tokenizer with a chat template",
+        )
     if prompt.chat_template != "never" and has_template:
-        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [{"role": "user", "content": body}]
+        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [
+            {"role": "user", "content": body}
+        ]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
         text = f"{prompt.system}\n{body}" if prompt.system else body

@@ -19,7 +19,18 @@ from pathlib import Path
 import forkserver
 
 INJECT = Path(__file__).with_name("inject.py")
-WRITE_EVENTS = {"open", "write_table", "torch.save", "save_file", "fsync", "mkdir", "replace", "rename", "write_text", "write_bytes"}
+WRITE_EVENTS = {
+    "open",
+    "write_table",
+    "torch.save",
+    "save_file",
+    "fsync",
+    "mkdir",
+    "replace",
+    "rename",
+    "write_text",
+    "write_bytes",
+}
 # Fields that differ between two equal runs: wall-clock readings, what the last invocation itself
 # did (a resumed run writes fewer parts), and the checksum of an upstream
 # manifest (which holds its own creation time).
@@ -41,8 +52,14 @@ class Outcome:
         return self.returncode == -9
 
 
-def run_faulted(args: list[str], work: Path, fault: str = "count", timeout: float = 600, root: Path | None = None,
-                fresh: bool = False) -> Outcome:
+def run_faulted(
+    args: list[str],
+    work: Path,
+    fault: str = "count",
+    timeout: float = 600,
+    root: Path | None = None,
+    fresh: bool = False,
+) -> Outcome:
     """``rladctl ARGS`` with ``fault`` injected (see inject.py); events under ``root`` (default ``work``) count.
 
     The process is forked from tests/forkserver.py's server; ``fresh`` starts a new interpreter.
@@ -53,8 +70,15 @@ def run_faulted(args: list[str], work: Path, fault: str = "count", timeout: floa
     fd, name = tempfile.mkstemp(suffix=".events")  # not under work: it may be a full or read-only disk
     os.close(fd)
     log = Path(name)
-    env = dict(os.environ, RLADCTL_QUIET="1", RLADCTL_FAULT=fault, RLADCTL_FAULT_LOG=str(log), RLADCTL_FAULT_ROOT=str(root or work),
-               RLADCTL_FAULT_PARITY_REWARD="1", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        RLADCTL_QUIET="1",
+        RLADCTL_FAULT=fault,
+        RLADCTL_FAULT_LOG=str(log),
+        RLADCTL_FAULT_ROOT=str(root or work),
+        RLADCTL_FAULT_PARITY_REWARD="1",
+        OMP_NUM_THREADS="1",
+    )
     env.pop("RLADCTL_DEBUG", None)
     done = forkserver.run([str(INJECT), *args], env=env, timeout=timeout, fresh=fresh)
     events = []
@@ -131,7 +155,9 @@ def snapshot(work: Path) -> dict[str, object]:
 
 
 def differences(got: dict, want: dict) -> list[str]:
-    out = [f"missing {k}" for k in sorted(want.keys() - got.keys())] + [f"extra {k}" for k in sorted(got.keys() - want.keys())]
+    out = [f"missing {k}" for k in sorted(want.keys() - got.keys())] + [
+        f"extra {k}" for k in sorted(got.keys() - want.keys())
+    ]
     return out + [f"differs {k}" for k in sorted(want.keys() & got.keys()) if got[k] != want[k]]
 
 
@@ -145,7 +171,9 @@ def rows_of(work: Path) -> set[tuple[str, int, int]]:
         for part in meta.get("parts", []):
             table = pq.read_table(manifest.parent / part["file"], columns=["prompt_id", "sample_idx"])
             where = str(manifest.parent.relative_to(work))
-            rows |= {(where, str(p), int(s)) for p, s in zip(table["prompt_id"].to_pylist(), table["sample_idx"].to_pylist())}
+            rows |= {
+                (where, str(p), int(s)) for p, s in zip(table["prompt_id"].to_pylist(), table["sample_idx"].to_pylist())
+            }
     return rows
 
 

@@ -95,7 +95,11 @@ def _event(name: str, path, writes: bool, dir_fd=None) -> bool:
 
 def _wrap(name: str, original, *, path_arg: int = 0, writes: bool = True, torn: bool = False, only_if=None):
     def wrapper(*args, **kwargs):
-        path = args[path_arg] if len(args) > path_arg else kwargs.get("path", kwargs.get("file", kwargs.get("filename", "?")))
+        path = (
+            args[path_arg]
+            if len(args) > path_arg
+            else kwargs.get("path", kwargs.get("file", kwargs.get("filename", "?")))
+        )
         if only_if is not None and not only_if(*args, **kwargs):
             return original(*args, **kwargs)
         kill_after = _event(name, path, writes, kwargs.get("dir_fd"))

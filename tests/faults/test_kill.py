@@ -32,21 +32,66 @@ ALL_SEEDS = 10
 def stage_args(stage: str, models, shards, work: Path) -> list[str]:
     out = str(work / "out")
     if stage == "rollout":
-        return ["rollout", "--model", str(models["student"]), "--out", out, *sets(
-            *TASK_SETS, "rollout.num_prompts=6", "rollout.group_size=4", "rollout.max_new_tokens=8", "rollout.prompts_per_part=2")]
+        return [
+            "rollout",
+            "--model",
+            str(models["student"]),
+            "--out",
+            out,
+            *sets(
+                *TASK_SETS,
+                "rollout.num_prompts=6",
+                "rollout.group_size=4",
+                "rollout.max_new_tokens=8",
+                "rollout.prompts_per_part=2",
+            ),
+        ]
     if stage == "score-teacher":
         return ["score-teacher", "--teacher", str(models["teacher"]), "--input", str(shards["rollouts"]), "--out", out]
     if stage == "train":
-        return ["train", "--model", str(shards["student"]), "--input", str(shards["scored"]), "--out", out, "--objective", "trrd",
-                *sets("train.mini_batches=4", "train.save_every=1", "train.lr=1e-3")]
+        return [
+            "train",
+            "--model",
+            str(shards["student"]),
+            "--input",
+            str(shards["scored"]),
+            "--out",
+            out,
+            "--objective",
+            "trrd",
+            *sets("train.mini_batches=4", "train.save_every=1", "train.lr=1e-3"),
+        ]
     if stage == "eval":
-        return ["eval", "--model", str(models["student"]), "--out", out, "--pass-at", "2",
-                *sets(*TASK_SETS, "eval.num_prompts=4", "eval.max_new_tokens=6")]
+        return [
+            "eval",
+            "--model",
+            str(models["student"]),
+            "--out",
+            out,
+            "--pass-at",
+            "2",
+            *sets(*TASK_SETS, "eval.num_prompts=4", "eval.max_new_tokens=6"),
+        ]
     if stage == "run":
-        return ["run", str(Path(__file__).parents[2] / "recipes" / "demo.toml"), *sets(
-            *TASK_SETS, f"run.dir={out}", f"run.student={models['student']}", f"run.teacher={models['teacher']}",
-            "run.iterations=2", "rollout.num_prompts=4", "rollout.group_size=4", "rollout.max_new_tokens=6",
-            "rollout.prompts_per_part=1", "eval.pass_at=2", "eval.num_prompts=4", "eval.max_new_tokens=6", "train.lr=1e-3")]
+        return [
+            "run",
+            str(Path(__file__).parents[2] / "recipes" / "demo.toml"),
+            *sets(
+                *TASK_SETS,
+                f"run.dir={out}",
+                f"run.student={models['student']}",
+                f"run.teacher={models['teacher']}",
+                "run.iterations=2",
+                "rollout.num_prompts=4",
+                "rollout.group_size=4",
+                "rollout.max_new_tokens=6",
+                "rollout.prompts_per_part=1",
+                "eval.pass_at=2",
+                "eval.num_prompts=4",
+                "eval.max_new_tokens=6",
+                "train.lr=1e-3",
+            ),
+        ]
     raise ValueError(stage)
 
 
@@ -103,7 +148,9 @@ def test_killed_at_a_random_event_then_rerun_equals_a_clean_run(stage, seed, mod
             continue
         STATS["kills injected"] += 1
         kills += 1
-        assert complete_things_are_intact(tmp_path) == [], f"after a kill at event {point} ({when}): {events[point - 1]}"
+        assert complete_things_are_intact(tmp_path) == [], (
+            f"after a kill at event {point} ({when}): {events[point - 1]}"
+        )
 
     final = run_faulted(args, tmp_path)
     assert final.returncode == 0, final.stderr

@@ -49,7 +49,12 @@ def assert_clean_failure(outcome, work: Path, reason: str) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_failed_write_is_one_line_and_a_rerun_recovers(
-    stage, seed, models, shards, reference, tmp_path,  # noqa: F811 (reference: test_kill's fixture)
+    stage,
+    seed,
+    models,
+    shards,
+    reference,  # noqa: F811 (test_kill's fixture)
+    tmp_path,
 ):
     events, want, _ = reference(stage)
     rng = random.Random(f"write-{stage}-{seed}")
@@ -76,7 +81,9 @@ def tmpfs(tmp_path):
     """A 64 MiB tmpfs at tmp_path/fs (needs root, or CAP_SYS_ADMIN)."""
     mount = tmp_path / "fs"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
     yield mount
@@ -97,7 +104,12 @@ def fill(mount: Path, leave: int) -> Path:
 # 1 MiB fails the weights (safetensors), 6 MiB the optimizer state after them (torch.save).
 @pytest.mark.parametrize(("stage", "room"), [("score-teacher", 8 * 1024), ("train", 1 << 20), ("train", 6 << 20)])
 def test_a_full_disk_stops_cleanly_and_a_rerun_with_room_recovers(
-    stage, room, models, shards, reference, tmpfs,  # noqa: F811 (reference: test_kill's fixture)
+    stage,
+    room,
+    models,
+    shards,
+    reference,  # noqa: F811 (test_kill's fixture)
+    tmpfs,
 ):
     _, want, _ = reference(stage)
     # A complete artifact on the same file system must come through untouched.
