@@ -230,7 +230,9 @@ def train(
         None, "--input", "-i", help="Scored (or rollouts) artifact; repeatable (train.inputs)."
     ),
     out: str | None = typer.Option(None, "--out", "-o", help="Checkpoint directory to write (train.out)."),
-    objective: str | None = typer.Option(None, "--objective", help="trrd | grpo | kdrl | sft (objective.name)."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="trrd | grpo | kdrl | sft | opd | opd_grpo (objective.name)."
+    ),
     alpha: float | None = typer.Option(None, "--alpha", help="TRRD alpha; 1 = GRPO (objective.alpha)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (train.lr)."),
     resume: bool = typer.Option(
@@ -408,7 +410,9 @@ def compare(
     ),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per method (mean and spread over seeds)."),
     methods: str = typer.Option(
-        "offline,grpo,kdrl,rlad", "--methods", help="Comma-separated: rlad, grpo, kdrl, offline."
+        "offline,grpo,kdrl,rlad",
+        "--methods",
+        help="Comma-separated: rlad, grpo, kdrl, offline, opd, opd_grpo (each objective record's method label).",
     ),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Runs, evaluations and models go here."),
     results: Path | None = typer.Option(None, "--results", help="Results page to write (default: OUT/results.md)."),

@@ -10,6 +10,7 @@ from rladctl.config import from_dict
 from rladctl.errors import ConfigError
 from rladctl.objectives import (
     OBJECTIVES,
+    AllRows,
     LossInputs,
     LossOutputs,
     Objective,
@@ -20,6 +21,8 @@ from rladctl.objectives import (
     grpo_loss,
     kdrl_loss,
     kdrl_schedule,
+    opd_grpo_loss,
+    opd_loss,
     register,
     sft_loss,
     trrd_loss,
@@ -28,7 +31,7 @@ from rladctl.objectives import (
 
 def test_registry_names_and_lookup():
     # The paper's method first, then its baselines: `rladctl compare` lists methods in this order.
-    assert list(OBJECTIVES) == ["trrd", "grpo", "kdrl", "sft"]
+    assert list(OBJECTIVES) == ["trrd", "grpo", "kdrl", "sft", "opd", "opd_grpo"]
     assert get_objective("trrd") is trrd_loss and get_objective("grpo") is grpo_loss
     assert all(get_objective_record(name) is OBJECTIVES[name] and OBJECTIVES[name].name == name for name in OBJECTIVES)
 
@@ -40,21 +43,30 @@ def test_every_record_says_what_its_objective_needs():
         "grpo": (grpo_loss, "grpo", False, "student", None, None),
         "kdrl": (kdrl_loss, "kdrl", True, "student", None, kdrl_schedule),
         "sft": (sft_loss, "offline", False, "teacher", RewardThreshold("sft_min_reward"), None),
+        "opd": (opd_loss, "opd", True, "student", AllRows(), None),
+        "opd_grpo": (opd_grpo_loss, "opd_grpo", True, "student", AllRows(), None),
     }
     got = {
         o.name: (o.loss, o.method, o.needs_teacher_logprobs, o.sampler, o.row_filter, o.schedule)
         for o in OBJECTIVES.values()
     }
     assert got == expected
-    # `rladctl run` needs run.teacher to score (trrd, kdrl) or to sample (sft): grpo alone runs without one.
-    assert {o.name for o in OBJECTIVES.values() if o.needs_teacher_model} == {"trrd", "kdrl", "sft"}
+    # `rladctl run` needs run.teacher to score (trrd, kdrl, opd, opd_grpo) or to sample (sft): grpo alone runs without one.
+    assert {o.name for o in OBJECTIVES.values() if not o.needs_teacher_model} == {"grpo"}
 
 
 def test_compare_takes_its_method_labels_from_the_records():
     from rladctl.stages.compare import method_objectives
 
-    assert method_objectives() == {"rlad": "trrd", "grpo": "grpo", "kdrl": "kdrl", "offline": "sft"}
-    assert list(method_objectives()) == ["rlad", "grpo", "kdrl", "offline"]  # the "choose from" order
+    assert method_objectives() == {
+        "rlad": "trrd",
+        "grpo": "grpo",
+        "kdrl": "kdrl",
+        "offline": "sft",
+        "opd": "opd",
+        "opd_grpo": "opd_grpo",
+    }
+    assert list(method_objectives()) == ["rlad", "grpo", "kdrl", "offline", "opd", "opd_grpo"]  # "choose from" order
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -128,7 +140,7 @@ def test_unknown_objective_lists_valid_names_and_a_close_match():
             lookup("trdd")
         message = str(info.value)
         assert message.startswith("unknown objective 'trdd', in [objective] name.")
-        assert "did you mean 'trrd'?" in message and "valid objectives: grpo, kdrl, sft, trrd" in message
+        assert "did you mean 'trrd'?" in message and "valid objectives: grpo, kdrl, opd, opd_grpo, sft, trrd" in message
     with pytest.raises(ValueError, match="valid objectives"):  # ConfigError is also a ValueError
         ObjectiveConfig(name="ppo")
 
@@ -164,6 +176,7 @@ def test_defaults_follow_the_paper():
         ("eps_high", -0.1),
         ("kl_beta", -1.0),
         ("kl_beta_end", -1.0),
+        ("opd_beta", -0.1),
         ("ref_beta", -0.1),
         ("max_completion_tokens", -1),
         ("aggregation", "seq-mean"),

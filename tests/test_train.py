@@ -94,6 +94,8 @@ def test_trrd_end_to_end_reloads_with_plain_transformers_and_generates(shards, t
         ("kdrl", ["objective.kl_beta=0.5", "objective.kl_beta_end=0.1"], None),
         ("sft", [], "reward"),  # default sft_min_reward = 1.0 keeps the rewarded rows only
         ("sft", ["train.sft_min_reward=0.0"], "all"),  # what an untrained student's rollouts need
+        ("opd", [], "all"),  # the teacher's per-token advantage: no group is dropped
+        ("opd_grpo", ["objective.opd_beta=0.5"], "all"),
     ],
 )
 def test_each_objective_trains(shards, tmp_path, objective, extra, rows):
@@ -108,6 +110,22 @@ def test_each_objective_trains(shards, tmp_path, objective, extra, rows):
         rewards = open_artifact(shards["scored"], [S.SCORED]).table()[S.REWARD].to_pylist()
         assert summary.rows == (sum(r >= 1.0 for r in rewards) if rows == "reward" else len(rewards))
         assert metrics[0]["nll"] > 0
+    if objective.startswith("opd"):
+        assert summary.rows == PROMPTS * GROUP and metrics[0]["dropped_groups"] == 0
+        assert metrics[0]["approx_kl_old"] == pytest.approx(0.0, abs=1e-6)  # step 1: lp = lp_old
+        assert metrics[0]["teacher_logratio_mean"] != 0.0  # the advantage the student learns from
+
+
+def test_opd_trains_from_the_command_line(shards, tmp_path):
+    from conftest import run_cli, sets
+
+    out = tmp_path / "ckpt"
+    args = ["train", "--model", str(shards["student"]), "--input", str(shards["scored"]), "--out", str(out)]
+    done = run_cli(*args, *sets("objective.name=opd", "train.lr=1e-3"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == len(read_metrics(out)) > 0
+    assert read_manifest(out)["objective"]["name"] == "opd"
+    assert max_change(weights(out), weights(shards["student"])) > 1e-4
 
 
 def test_grpo_and_sft_train_on_unscored_rollouts(shards, tmp_path):

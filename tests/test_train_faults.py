@@ -114,7 +114,9 @@ def test_refuses_an_unscored_artifact_for_an_objective_that_needs_the_teacher(sh
 
 def test_unknown_objective_lists_the_valid_ones(shards, tmp_path):
     done = cli_train(shards, tmp_path / "c", "--objective", "trdd")
-    refused(done, tmp_path / "c", r"unknown objective 'trdd'.*did you mean 'trrd'.*grpo, kdrl, sft, trrd")
+    refused(
+        done, tmp_path / "c", r"unknown objective 'trdd'.*did you mean 'trrd'.*grpo, kdrl, opd, opd_grpo, sft, trrd"
+    )
 
 
 def test_refuses_a_student_whose_vocabulary_is_smaller_than_the_token_ids(shards, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from rladctl.objectives.base import (
     AGGREGATIONS,
     OBJECTIVES,
+    AllRows,
     Denominators,
     LossFn,
     LossInputs,
@@ -31,6 +32,7 @@ from rladctl.objectives.base import (
 )
 from rladctl.objectives.grpo import grpo_loss
 from rladctl.objectives.kdrl import kdrl_beta, kdrl_loss, kdrl_schedule
+from rladctl.objectives.opd import opd_grpo_loss, opd_loss
 from rladctl.objectives.sft import sft_loss
 from rladctl.objectives.trrd import trrd_loss
 
@@ -42,6 +44,11 @@ register(
     # Offline distillation: the teacher samples, and train keeps the rows it got right.
     Objective(
         name="sft", loss=sft_loss, method="offline", sampler="teacher", row_filter=RewardThreshold("sft_min_reward")
+    ),
+    # On-policy distillation: the teacher's per-token log-ratio is the advantage, so no row is dropped.
+    Objective(name="opd", loss=opd_loss, method="opd", needs_teacher_logprobs=True, row_filter=AllRows()),
+    Objective(
+        name="opd_grpo", loss=opd_grpo_loss, method="opd_grpo", needs_teacher_logprobs=True, row_filter=AllRows()
     ),
 )
 
@@ -62,6 +69,7 @@ def get_objective(name: str) -> LossFn:
 __all__ = [
     "AGGREGATIONS",
     "OBJECTIVES",
+    "AllRows",
     "Denominators",
     "LossFn",
     "LossInputs",
@@ -77,6 +85,8 @@ __all__ = [
     "kdrl_beta",
     "kdrl_loss",
     "kdrl_schedule",
+    "opd_grpo_loss",
+    "opd_loss",
     "register",
     "sft_loss",
     "trrd_loss",

@@ -46,7 +46,7 @@ CLAMP_MODES = ("hard", "straight_through")
 class ObjectiveConfig:
     """The [objective] recipe table. Plain field types only: a generic TOML loader fills it."""
 
-    name: str = "trrd"  # a key of rladctl.objectives.OBJECTIVES: trrd | grpo | kdrl | sft
+    name: str = "trrd"  # a key of rladctl.objectives.OBJECTIVES: trrd | grpo | kdrl | sft | opd | opd_grpo
     alpha: float = 0.5  # trrd: weight of the old policy in the anchor; 1 = GRPO, 0 = teacher only
     clamp: float = 1.0  # trrd: c, bound on |lp - lp_T| before the PPO clip (paper App. B)
     clamp_mode: Literal["hard", "straight_through"] = "hard"  # trrd: does the clamp stop the grad?
@@ -54,7 +54,8 @@ class ObjectiveConfig:
     eps_high: float = 0.28  # PPO clip: r <= 1 + eps_high when A > 0 (clip-higher)
     kl_beta: float = 0.002  # kdrl only: coefficient of the k2 teacher KL (KDRL paper: ~2e-3)
     kl_beta_end: float | None = None  # kdrl: anneal linearly kl_beta -> kl_beta_end; None = constant
-    ref_beta: float = 0.0  # grpo/trrd/kdrl: + ref_beta * k3 KL(student || reference); 0 = off
+    opd_beta: float = 1.0  # opd_grpo only: A_t = A_i + opd_beta * (lp_T - lp_old)_t; 0 = GRPO
+    ref_beta: float = 0.0  # grpo/trrd/kdrl/opd: + ref_beta * k3 KL(student || reference); 0 = off
     aggregation: Literal["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"] = (
         "seq-mean-token-mean"  # the paper's Eq. 1
     )
@@ -74,6 +75,7 @@ class ObjectiveConfig:
             ("eps_high", self.eps_high >= 0.0, "must be >= 0"),
             ("kl_beta", self.kl_beta >= 0.0, "must be >= 0"),
             ("kl_beta_end", self.kl_beta_end is None or self.kl_beta_end >= 0.0, "must be >= 0"),
+            ("opd_beta", self.opd_beta >= 0.0, "must be >= 0 (0 = GRPO)"),
             ("ref_beta", self.ref_beta >= 0.0, "must be >= 0"),
             ("max_completion_tokens", self.max_completion_tokens >= 0, "must be >= 0 (0 = T)"),
         ):
@@ -210,6 +212,18 @@ class RewardThreshold:
 
     def nothing_left(self, train_cfg: Any) -> str:
         return f"no row reaches train.{self.key}={getattr(train_cfg, self.key)}"
+
+
+@dataclass(frozen=True)
+class AllRows:
+    """A RowFilter that keeps every row, for objectives that teach where the rewards agree (opd:
+    its per-token teacher advantage is not zero on a group whose rewards are all equal)."""
+
+    def keep(self, rewards_B: np.ndarray, prompt_ids_B: Sequence, train_cfg: Any) -> np.ndarray:
+        return np.ones(len(rewards_B), dtype=bool)  # [B]
+
+    def nothing_left(self, train_cfg: Any) -> str:
+        return "the inputs have no rows"
 
 
 @dataclass(frozen=True, kw_only=True)

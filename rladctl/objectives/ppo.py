@@ -1,7 +1,8 @@
-"""The PPO-style clipped surrogate shared by grpo, trrd and kdrl (DESIGN §4, "Both").
+"""The PPO-style clipped surrogate shared by grpo, trrd, kdrl and opd (DESIGN §4, "Both").
 
-An objective supplies only its per-token log-ratio; ``policy_loss`` does the rest, so the three
-objectives cannot drift apart in clipping, aggregation, reference KL or metric definitions.
+An objective supplies only its per-token log-ratio (and opd its per-token advantages);
+``policy_loss`` does the rest, so the objectives cannot drift apart in clipping, aggregation,
+reference KL or metric definitions.
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ def require_teacher(inputs: LossInputs, objective: str) -> torch.Tensor:
     return inputs.teacher_logprobs
 
 
+def per_token(advantages: torch.Tensor, like_BT: torch.Tensor) -> torch.Tensor:
+    """Advantages [B] (one per completion, broadcast to its tokens) or [B, T] (one per token) -> [B, T]."""
+    adv = advantages.to(like_BT.dtype)
+    return adv if adv.dim() == 2 else adv[:, None].expand_as(like_BT)
+
+
 def clipped_surrogate(
-    log_ratio_BT: torch.Tensor, advantages_B: torch.Tensor, eps_low: float, eps_high: float
+    log_ratio_BT: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A); returns (loss_BT, ratio_BT)."""
+    """Per-token -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A); returns (loss_BT, ratio_BT).
+    ``advantages`` is [B] or [B, T] (``per_token``)."""
     ratio_BT = torch.exp(log_ratio_BT)  # [B, T]
-    adv_BT = advantages_B.to(ratio_BT.dtype)[:, None].expand_as(ratio_BT)  # [B, T]
+    adv_BT = per_token(advantages, ratio_BT)  # [B, T]
     unclipped_BT = ratio_BT * adv_BT
     clipped_BT = ratio_BT.clamp(1.0 - eps_low, 1.0 + eps_high) * adv_BT
     return -torch.minimum(unclipped_BT, clipped_BT), ratio_BT
@@ -51,16 +59,20 @@ def k3(log_ratio_BT: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio_BT) - log_ratio_BT
 
 
-def policy_loss(log_ratio_BT: torch.Tensor, inputs: LossInputs, cfg: ObjectiveConfig) -> LossOutputs:
+def policy_loss(
+    log_ratio_BT: torch.Tensor, inputs: LossInputs, cfg: ObjectiveConfig, advantages_BT: torch.Tensor | None = None
+) -> LossOutputs:
     """Clipped surrogate on ``log_ratio_BT`` (already zero on padding), aggregated, plus the
-    optional ref_beta * k3 KL(student || reference)."""
+    optional ref_beta * k3 KL(student || reference). ``advantages_BT`` (constants, zero on
+    padding) replaces the batch's per-completion ``inputs.advantages`` when given."""
     keep_BT = inputs.mask != 0
     agg = dict(mode=cfg.aggregation, denominators=inputs.denominators, max_tokens=cfg.max_completion_tokens)
-    token_loss_BT, ratio_BT = clipped_surrogate(log_ratio_BT, inputs.advantages, cfg.eps_low, cfg.eps_high)
+    advantages = inputs.advantages if advantages_BT is None else advantages_BT
+    token_loss_BT, ratio_BT = clipped_surrogate(log_ratio_BT, advantages, cfg.eps_low, cfg.eps_high)
     pg_loss = aggregate(token_loss_BT, keep_BT, **agg)
     loss = pg_loss
     lp_BT = kept(inputs.student_logprobs, keep_BT)  # [B, T]
-    metrics = ppo_metrics(ratio_BT, lp_BT - kept(inputs.old_logprobs, keep_BT), inputs.advantages, keep_BT, cfg)
+    metrics = ppo_metrics(ratio_BT, lp_BT - kept(inputs.old_logprobs, keep_BT), advantages, keep_BT, cfg)
     if cfg.ref_beta > 0.0:
         if inputs.ref_logprobs is None:
             raise ConfigError(
@@ -83,11 +95,11 @@ def policy_loss(log_ratio_BT: torch.Tensor, inputs: LossInputs, cfg: ObjectiveCo
 def ppo_metrics(
     ratio_BT: torch.Tensor,
     old_log_ratio_BT: torch.Tensor,
-    advantages_B: torch.Tensor,
+    advantages: torch.Tensor,
     keep_BT: torch.Tensor,
     cfg: ObjectiveConfig,
 ) -> dict[str, float]:
-    adv_BT = advantages_B.to(ratio_BT.dtype)[:, None].expand_as(ratio_BT)  # [B, T]
+    adv_BT = per_token(advantages, ratio_BT)  # [B, T]
     low_BT = (adv_BT < 0) & (ratio_BT < 1.0 - cfg.eps_low)
     high_BT = (adv_BT > 0) & (ratio_BT > 1.0 + cfg.eps_high)
     return {

@@ -8,7 +8,8 @@ from pathlib import Path
 from rladctl.reports.metrics import natural_key
 from rladctl.store.files import atomic_write_bytes, make_dir
 
-ORDER = ["base", "offline", "grpo", "kdrl", "rlad"]
+# Row order of the page; a method not named here (another package's objective) follows, in run order.
+ORDER = ["base", "offline", "grpo", "kdrl", "opd", "opd_grpo", "rlad"]
 SMOOTH = 10  # iterations in the reward curve's moving mean (each iteration sees new prompts)
 DIAGNOSTICS = (
     "teacher_logratio_mean",
@@ -32,7 +33,8 @@ def _by_method(runs) -> dict[str, list]:
     grouped: dict[str, list] = {}
     for run in runs:
         grouped.setdefault(run.method, []).append(run)
-    return {m: grouped[m] for m in ORDER if m in grouped}
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return dict(sorted(grouped.items(), key=lambda item: rank.get(item[0], len(ORDER))))  # stable sort
 
 
 def results_table(runs, K: int) -> tuple[list[str], list[list[str]]]:

@@ -37,7 +37,7 @@ REQUIRED_CATEGORIES = {
     "jsonl-missing-field", "parquet-missing-column", "parquet-mistyped-column", "truncated-parquet",
     "checksum-mismatch", "tokenizer-mismatch", "non-finite-logprobs", "length-mismatch", "k-greater-than-n",
     "model-without-weights", "pickle-only-model", "other-architecture", "prompt-too-long",
-    "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax", "bad-option",
+    "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax", "bad-option", "output-is-input",
 }  # fmt: skip
 COMMANDS = {"init-model", "rollout", "score-teacher", "train", "eval", "run", "compare"}
 TINY = ("rollout.max_new_tokens=4",)  # a refused rollout never samples, but keep it cheap if it did
@@ -478,7 +478,7 @@ def eval_task_is_unknown(ctx):
 def train_objective_is_misspelt(ctx):
     return Call(
         train(ctx, ctx.data["scored"], "--objective", "trdd"),
-        r"unknown objective 'trdd', in \[objective\] name\. did you mean 'trrd'\? valid objectives: grpo, kdrl, sft, trrd",
+        r"unknown objective 'trdd', in \[objective\] name\. did you mean 'trrd'\? valid objectives: grpo, kdrl, opd, opd_grpo, sft, trrd",
         ctx.tmp / "ckpt",
     )
 
@@ -497,7 +497,7 @@ def compare_method_is_unknown(ctx):
     recipe = ctx.write("r.toml", "[run]\niterations = 1\n")
     return Call(
         compare(ctx, recipe, "--methods", "rlad,kdrll"),
-        r"unknown method 'kdrll', in --methods\. choose from rlad, grpo, kdrl, offline",
+        r"unknown method 'kdrll', in --methods\. choose from rlad, grpo, kdrl, offline, opd, opd_grpo",
         ctx.tmp / "cmp",
     )
 
@@ -1116,6 +1116,61 @@ def init_model_out_holds_a_model(ctx):
         ["init-model", out, "--preset", "tiny-1m", "--tokenizer-from", ctx.teacher],
         rf"output directory {q(out)} already exists and is not empty\. pass --overwrite to replace it",
         keep=(out,),
+    )
+
+
+# Writing over one of its own inputs: the same line from every command, even with --overwrite.
+OWN_INPUT = r"output {out} is also an input of this command \({name} {given}\)\. writing it would destroy that input: choose another output directory"
+
+
+@case("output-is-input", "train")
+def train_out_is_its_start_model(ctx):
+    model = ctx.copy(ctx.student, "m")
+    return Call(
+        train(ctx, ctx.data["scored"], "--overwrite", model=model, out="m"),
+        OWN_INPUT.format(out=q(model), name="model", given=q(model)),
+        keep=(model,),
+    )
+
+
+@case("output-is-input", "score-teacher")
+def score_out_is_its_input(ctx):
+    rollouts = ctx.copy(ctx.data["rollouts"], "rollouts")
+    return Call(
+        score(ctx, rollouts, "--overwrite", out="rollouts"),
+        OWN_INPUT.format(out=q(rollouts), name="input", given=q(rollouts)),
+        keep=(rollouts,),
+    )
+
+
+@case("output-is-input", "rollout")
+def rollout_out_holds_its_model(ctx):
+    model = ctx.copy(ctx.student, "work/m")
+    return Call(
+        rollout(ctx, "--overwrite", model=model, out="work"),
+        OWN_INPUT.format(out=q(ctx.tmp / "work"), name="model", given=q(model)),
+        keep=(model,),
+    )
+
+
+@case("output-is-input", "eval")
+def eval_out_is_a_model_it_samples(ctx):
+    model = ctx.copy(ctx.student, "m")
+    return Call(
+        evaluate(ctx, "--model", model, "--overwrite", out="m"),
+        OWN_INPUT.format(out=q(model), name="model", given=q(model)),
+        keep=(model,),
+    )
+
+
+@case("output-is-input", "run")
+def run_dir_is_the_student(ctx):
+    student = ctx.copy(ctx.student, "run")  # run_recipe's run.dir
+    recipe = run_recipe(ctx)
+    return Call(
+        ["run", recipe, "--overwrite", *sets(f"run.student={student}")],
+        OWN_INPUT.format(out=q(student), name="student", given=q(student)),
+        keep=(student,),
     )
 
 
