@@ -88,6 +88,7 @@ def diagnostics(runs) -> list[list[str]]:
 
 def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
     from rladctl.reports.eval_report import curve_plot, markdown_table
+    from rladctl.reports.run_report import rollout_rewards
 
     K = recipe.eval.pass_at
     header, rows = results_table(runs, K)
@@ -97,7 +98,8 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
         if method in ("base", "offline"):  # offline trains on reward-filtered teacher rows (reward 1)
             continue
         length = min(len(r.iterations) for r in group)
-        per_iter = [statistics.fmean(r.iterations[i]["reward_mean"] for r in group) for i in range(length)]
+        # The rollouts' own mean: train's reward_mean leaves out the groups it drops (not opd's).
+        per_iter = [statistics.fmean(rollout_rewards([r.iterations[i] for r in group])) for i in range(length)]
         curves[method] = [(i, statistics.fmean(per_iter[max(0, i - SMOOTH + 1) : i + 1])) for i in range(length)]
     png = path.with_name(path.stem + "-reward.png")
     make_dir(path.parent)
