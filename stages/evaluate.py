@@ -21,6 +21,7 @@ from rladctl.progress import log
 from rladctl.sampling import generate_artifact
 from rladctl.store import schema as S
 from rladctl.store.artifacts import open_artifact
+from rladctl.store.lock import claim_output
 
 
 @dataclass
@@ -170,6 +171,13 @@ def check_request(cfg: EvalConfig) -> int:
 
 
 def run_eval(recipe: LoadedRecipe, overwrite: bool = False) -> EvalResult:
+    cfg = recipe.eval
+    inputs = {"model": cfg.models, "artifact": cfg.from_artifacts, "task file": recipe.task.path}
+    with claim_output(cfg.out, inputs, distributed.is_main()):
+        return evaluate(recipe, overwrite)
+
+
+def evaluate(recipe: LoadedRecipe, overwrite: bool) -> EvalResult:
     from rladctl.reports.eval_report import comparison_rows, write_report
     from rladctl.reports.metrics import summarize
 

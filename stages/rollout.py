@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rladctl import distributed
 from rladctl.config import LoadedRecipe
 from rladctl.sampling import generate_artifact
 from rladctl.store import schema as S
+from rladctl.store.lock import claim_output
 
 
 @dataclass
@@ -32,8 +34,10 @@ class RolloutSummary:
 
 
 def run_rollout(recipe: LoadedRecipe, overwrite: bool = False) -> RolloutSummary:
-    skipped = generate_artifact(recipe, recipe.rollout, S.ROLLOUTS, overwrite)
-    return summarize(recipe.rollout.out, skipped)
+    cfg = recipe.rollout
+    with claim_output(cfg.out, {"model": cfg.model, "task file": recipe.task.path}, distributed.is_main()):
+        skipped = generate_artifact(recipe, cfg, S.ROLLOUTS, overwrite)
+    return summarize(cfg.out, skipped)
 
 
 def summarize(path: str, skipped: bool) -> RolloutSummary:

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rladctl import distributed
 from rladctl.config import LoadedRecipe, to_plain
 from rladctl.errors import ConfigError
 from rladctl.progress import log
 from rladctl.resident import active, keep_models
 from rladctl.store.files import atomic_write_bytes, make_dir
+from rladctl.store.lock import claim_output
 
 
 @dataclass
@@ -129,7 +131,6 @@ def saves_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int) -> bool:
     its state on in memory (models not kept, a GPU, several ranks, or FSDP2's shards)."""
     import torch
 
-    from rladctl import distributed
     from rladctl.resident import on_cpu
 
     device = recipe.train.device
@@ -220,6 +221,13 @@ def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = Fa
 
 
 def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
+    cfg = recipe.run
+    inputs = {"student": cfg.student, "teacher": cfg.teacher, "task file": recipe.task.path}
+    with claim_output(cfg.dir, inputs, distributed.is_main()):
+        return loop(recipe, overwrite)
+
+
+def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     plan = make_plan(recipe)
     make_dir(plan.run_dir)
     atomic_write_bytes(

@@ -18,6 +18,7 @@ from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
 from rladctl.errors import ArtifactError, ConfigError, ModelError
 from rladctl.store import schema as S
 from rladctl.store.artifacts import fingerprint, open_artifact, validate_token_columns
+from rladctl.store.lock import claim_output
 from rladctl.store.parts import open_parts
 
 
@@ -71,9 +72,14 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
 
 def run_score_teacher(recipe: LoadedRecipe, overwrite: bool = False) -> ScoreSummary:
     """Under torchrun, output part i is scored by rank i % world_size; rank 0 writes the manifest."""
+    cfg = recipe.score_teacher
+    with claim_output(cfg.out, {"input": cfg.input, "teacher": cfg.teacher}, distributed.is_main()):
+        return score(cfg, overwrite)
+
+
+def score(cfg: ScoreTeacherConfig, overwrite: bool) -> ScoreSummary:
     from rladctl.models.identity import model_identity
 
-    cfg = recipe.score_teacher
     source = check_request(cfg)
     identity = model_identity(cfg.teacher)
     backend = backends.resolve(cfg.backend, cfg.fallback_to_hf)
@@ -135,12 +141,6 @@ def check_request(cfg: ScoreTeacherConfig):
             f"rollouts artifact {cfg.input} has no rows",
             None,
             "score an artifact with rows: re-run rladctl rollout with at least one prompt",
-        )
-    if Path(cfg.out).resolve() == Path(cfg.input).resolve():
-        raise ConfigError(
-            "score-teacher output is its input",
-            f"{cfg.out}",
-            "write the scored artifact to a new directory",
         )
     return source
 

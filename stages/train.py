@@ -42,6 +42,7 @@ from rladctl.store.checkpoint import (
     read_manifest,
     read_metrics,
 )
+from rladctl.store.lock import claim_output
 from rladctl.store.snapshots import (
     apply_update,
     diverged,
@@ -389,6 +390,15 @@ def optimizer_step(
 
 
 def run_train(recipe: LoadedRecipe, overwrite: bool = False, resume: bool = True, replay: bool = False) -> TrainSummary:
+    cfg = recipe.train
+    inputs = {"model": cfg.model, "input": cfg.inputs, "reference": cfg.reference}
+    # A replay writes nothing, so it neither locks nor can destroy an input.
+    claim = claim_output(cfg.out, inputs, distributed.is_main() and not replay)
+    with claim:
+        return train(recipe, overwrite, resume, replay)
+
+
+def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> TrainSummary:
     from rladctl.models.identity import model_identity
     from rladctl.objectives import get_objective, get_objective_record
 

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from rladctl.errors import ArtifactError
@@ -51,13 +51,41 @@ def output_lock(output: str | Path, enabled: bool = True) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def claim_output(output: str | Path, inputs: Mapping[str, str | Iterable[str]], enabled: bool = True) -> Iterator[None]:
+    """What every stage does before it writes: refuse an output that is one of its inputs, then hold
+    the output's lock for the block. ``inputs`` names each input (``{"model": cfg.model}``)."""
+    refuse_own_input(output, inputs)
+    with output_lock(output, enabled):
+        yield
+
+
+def refuse_own_input(output: str | Path, inputs: Mapping[str, str | Iterable[str]]) -> None:
+    """One error line when ``output`` is an input or holds one: writing it would destroy that input.
+
+    Names that are not local paths (hub ids) cannot be written over and pass.
+    """
+    out = Path(output).resolve()
+    for name, value in inputs.items():
+        for given in [value] if isinstance(value, str | Path) else value:
+            if not given or not Path(given).exists():
+                continue
+            path = Path(given).resolve()
+            if path == out or out in path.parents:
+                raise ArtifactError(
+                    f"output {output} is also an input of this command ({name} {given})",
+                    None,
+                    "writing it would destroy that input: choose another output directory",
+                )
+
+
 def _acquire(path: Path, output: Path) -> int:
     for _ in range(100):  # only loops while another holder removes the file under us
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise write_output_error(path, exc) from None
+        except OSError as exc:  # the output's directory cannot be written: say so about the output
+            raise write_output_error(output, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

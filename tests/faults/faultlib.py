@@ -118,6 +118,10 @@ def _read(path: Path, work: str):
         return _tensors_as_bytes(torch.load(path, map_location="cpu", weights_only=True))
     if path.suffix == ".md":
         return _without_seconds_column(path.read_text().replace(work, "<W>"))
+    if path.suffix == ".csv":  # the run's iterations.csv: every column but the wall-clock ones
+        import csv
+
+        return [_normalise(row, work) for row in csv.DictReader(path.read_text().splitlines())]
     if path.suffix in (".txt", ".toml"):
         return path.read_text().replace(work, "<W>")
     return path.read_bytes()
