@@ -154,6 +154,20 @@ def test_resume_keeps_matching_parts_and_a_complete_rerun_is_a_noop(tmp_path):
     assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
 
 
+def test_finalize_refuses_a_part_that_another_run_wrote_after_the_scan(tmp_path):
+    mine = ArtifactWriter(tmp_path / "a", S.ROLLOUTS, FP)
+    mine.write_part(0, rollout_table())
+    ArtifactWriter(tmp_path / "b", S.ROLLOUTS, "another run").write_part(1, rollout_table(start=2))
+    (tmp_path / "b" / part_name(1)).rename(tmp_path / "a" / part_name(1))
+    mine.done.add(1)  # as refresh() would have counted it before this check existed
+    with pytest.raises(ArtifactError) as exc:
+        mine.finalize(2)
+    assert one_line(exc) == (
+        f"part {part_name(1)} of {tmp_path / 'a'} was written by a different run. re-run the command to write it again."
+    )
+    assert not (tmp_path / "a" / MANIFEST).exists()
+
+
 @pytest.mark.parametrize("finished", [True, False], ids=["complete", "partial"])
 def test_a_different_run_is_refused_unless_overwrite(tmp_path, finished):
     if finished:

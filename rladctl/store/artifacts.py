@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -24,13 +23,12 @@ from typing import Any
 from rladctl import __version__
 from rladctl.errors import ArtifactError, MissingPathError
 from rladctl.store.files import (
-    _tmp_path,
-    _writer_alive,
+    atomic_write,
     atomic_write_json,
     is_temporary,
     make_dir,
     sha256_file,
-    write_output_error,
+    writer_alive,
 )
 
 # The leading underscore makes pandas, pyarrow and duckdb read the directory itself as a Parquet
@@ -81,7 +79,7 @@ class ArtifactWriter:
         manifest_file = manifest_path(self.path)
         if manifest_file.exists():
             try:
-                old = _read_manifest(manifest_file)
+                old = read_manifest_file(manifest_file)
             except ArtifactError:  # a damaged manifest must not block --overwrite
                 old = None
             if old and old.get("fingerprint") == self.fingerprint and old.get("kind") == self.kind:
@@ -102,7 +100,7 @@ class ArtifactWriter:
     def _scan_parts(self) -> None:
         for child in sorted(self.path.iterdir()):
             if is_temporary(child):
-                if self.clean_temporary and not _writer_alive(child):
+                if self.clean_temporary and not writer_alive(child):
                     child.unlink(missing_ok=True)  # left by a killed writer; never complete
                 continue
             match = PART_RE.match(child.name)
@@ -141,19 +139,7 @@ class ArtifactWriter:
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = self.fingerprint.encode()
         table = table.replace_schema_metadata(meta)
-        final = self.path / part_name(index)
-        tmp = _tmp_path(final)
-        try:
-            pq.write_table(table, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise write_output_error(final, exc) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(self.path / part_name(index), lambda tmp: pq.write_table(table, tmp))
         self.done.add(index)
 
     def finalize(self, num_parts: int, **fields: Any) -> dict[str, Any]:
@@ -166,9 +152,15 @@ class ArtifactWriter:
         parts = []
         for i in range(num_parts):
             file = self.path / part_name(i)
-            parts.append(
-                {"file": file.name, "rows": pq.ParquetFile(file).metadata.num_rows, "sha256": sha256_file(file)}
-            )
+            meta = pq.ParquetFile(file)
+            if (meta.schema_arrow.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != self.fingerprint:
+                # The lock keeps other writers out; this is a part that changed under us all the same.
+                raise ArtifactError(
+                    f"part {file.name} of {self.path} was written by a different run",
+                    None,
+                    "re-run the command to write it again",
+                )
+            parts.append({"file": file.name, "rows": meta.metadata.num_rows, "sha256": sha256_file(file)})
         manifest = {
             "kind": self.kind,
             "schema_version": _schema_version(),
@@ -248,7 +240,7 @@ def manifest_path(directory: Path) -> Path:
     return old if old.exists() else current
 
 
-def _read_manifest(path: Path, need_parts: bool = True) -> dict[str, Any]:
+def read_manifest_file(path: Path, need_parts: bool = True) -> dict[str, Any]:
     """The parsed and checked manifest; ``need_parts=False`` also takes a checkpoint's (no parts).
 
     A manifest is data from disk, not trusted: the fields readers use are checked for type and range,
@@ -384,7 +376,7 @@ def open_artifact(path: str | Path, kinds: Iterable[str], *, verify: bool = True
             "re-run the stage that writes it: it resumes and finishes the artifact",
         )
     # A checkpoint given where data is expected is refused by its kind, not as "not rladctl's".
-    manifest = _read_manifest(manifest_file, need_parts=False)
+    manifest = read_manifest_file(manifest_file, need_parts=False)
     if manifest["kind"] not in kinds:
         raise ArtifactError(
             f"{role} artifact {path} is of kind '{manifest['kind']}'",

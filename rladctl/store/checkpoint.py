@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rladctl.store.artifacts import MANIFEST, _read_manifest, manifest_path
+from rladctl.store.artifacts import MANIFEST, manifest_path, read_manifest_file
 from rladctl.store.files import TMP_MARK, atomic_write_json, writing
 
 STATE_FILE = Path("training_state") / "state.pt"
@@ -64,7 +64,7 @@ def is_complete(path: Path) -> bool:
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
     file = manifest_path(path)
-    return _read_manifest(file, need_parts=False) if file.exists() else None
+    return read_manifest_file(file, need_parts=False) if file.exists() else None
 
 
 def load_training_state(path: Path) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def is_temporary(path: Path) -> bool:
     return TMP_MARK in path.name
 
 
-def _tmp_path(path: Path) -> Path:
+def tmp_path(path: Path) -> Path:
     # Dot-prefixed: Parquet readers (pyarrow datasets, duckdb and polars globs) skip hidden files.
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
@@ -43,18 +44,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling + fsync + rename; a failed write is the
-    one-line ``cannot write`` error. A temporary sibling that a killed writer left is removed first."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` fills a hidden temporary sibling, which is fsynced and renamed to ``path``: a
+    reader sees the old file or the new one, never half of one. A failed write removes the
+    temporary and is the one-line ``cannot write`` error naming ``path``."""
     path = Path(path)
-    tmp = _tmp_path(path)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
-        if not _writer_alive(stale):
-            stale.unlink(missing_ok=True)
+    tmp = tmp_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
@@ -64,6 +62,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write`` of ``data``; a temporary sibling that a killed writer left is removed first."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
+        if not writer_alive(stale):
+            stale.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def canonical_json(obj: Any) -> str:
@@ -137,7 +144,7 @@ def writing(path: Path):
         raise write_output_error(path, failure) from None
 
 
-def _writer_alive(tmp: Path) -> bool:
+def writer_alive(tmp: Path) -> bool:
     """Temporary names end in the writer's pid; another live rank's file must be left alone."""
     try:
         pid = int(tmp.name.rsplit(TMP_MARK, 1)[1])
