@@ -193,6 +193,21 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Metrics beside metrics.jsonl: train's per optimizer step, each evaluation's (`rladctl run`).
+
+    Files go under ``run.dir`` (`rladctl run`) or beside ``train.out`` (`rladctl train`): see
+    rladctl/reports/loggers.py. Rank 0 alone writes them under torchrun.
+    """
+
+    tensorboard: bool = False  # event files in <run.dir>/tensorboard/ (needs the tensorboard package)
+    wandb: bool = False  # a Weights & Biases run in <run.dir>/wandb/ (needs the wandb package)
+    wandb_project: str = "rladctl"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"  # offline: no network; `wandb sync` later
+    run_name: str = ""  # the W&B run's name ("" = the run directory's name)
+
+
+@dataclass(frozen=True)
 class Recipe:
     task: TaskConfig = field(default_factory=TaskConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -201,6 +216,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # --------------------------------------------------------------------------------------------

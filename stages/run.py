@@ -23,7 +23,8 @@ from typing import Any
 from rladctl import distributed
 from rladctl.config import LoadedRecipe, to_plain
 from rladctl.errors import ConfigError
-from rladctl.progress import log
+from rladctl.progress import RunStatus, log, status_line
+from rladctl.reports.loggers import check_packages, eval_scalars, open_loggers, train_scalars
 from rladctl.resident import active, keep_models
 from rladctl.store.files import atomic_write_bytes, make_dir
 from rladctl.store.lock import claim_output
@@ -83,6 +84,7 @@ def make_plan(recipe: LoadedRecipe) -> Plan:
         if path:
             locate(path)  # a missing local path fails here, before any work
     check_pass_at(recipe.eval)  # the first evaluation would refuse it only after the run dir exists
+    check_packages(recipe.log)  # log.tensorboard / log.wandb without its package
     build_task(recipe.task).items("train", recipe.rollout.prompt_offset, 1)
     points = [0] if run.eval_before else []
     if run.eval_every:
@@ -115,6 +117,7 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
         policy_step=i,
     )
     recipe = recipe.replace("score_teacher", teacher=run.teacher, input=str(d / "rollouts"), out=str(d / "scored"))
+    recipe = recipe.replace("log", tensorboard=False, wandb=False)  # the loop logs train's steps (log_iteration)
     return recipe.replace(
         "train",
         model=student,
@@ -236,14 +239,21 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     started = time.perf_counter()
     K = recipe.eval.pass_at
     evals: dict[int, Any] = {}
-    with keep_models(recipe.run.keep_models):
+    status = RunStatus(plan.iterations, K)
+    loggers = open_loggers(recipe.log, plan.run_dir, plan.run_dir.name, recipe.to_dict())
+    step = 0  # optimizer steps so far, counted across iterations: the loggers' x-axis
+    with loggers, status_line(status), keep_models(recipe.run.keep_models):
         if 0 in plan.eval_points:
             evals[0] = evaluate_point(recipe, plan, 0, overwrite)
+            log_eval(loggers, status, evals[0], K, step)
         for i in range(plan.iterations):
             log(f"[bold]iteration {i + 1}/{plan.iterations}[/bold] ({plan.objective})")
+            status.start(i)
             run_iteration(recipe, plan, i, overwrite)
+            step = log_iteration(loggers, status, plan, i, step)
             if i + 1 in plan.eval_points:
                 evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
+                log_eval(loggers, status, evals[i + 1], K, step)
     from rladctl.reports.run_report import write_run_report
 
     report = write_run_report(plan, evals, K)
@@ -263,6 +273,25 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
         points,
         str(report),
     )
+
+
+def log_iteration(loggers, status: RunStatus, plan: Plan, i: int, step: int) -> int:
+    """Iteration i's optimizer steps (its checkpoint's metrics.jsonl) to the loggers, numbered on from
+    ``step``, and its rollout reward to the status line; the step count after it."""
+    from rladctl.stages.rollout import summarize
+    from rladctl.store.checkpoint import read_metrics
+
+    for m in read_metrics(plan.iter_dir(i) / "checkpoint"):
+        step += 1
+        loggers.log(train_scalars(m), step)
+    status.finish(i, reward=summarize(str(plan.iter_dir(i) / "rollouts"), skipped=True).reward_mean)
+    return step
+
+
+def log_eval(loggers, status: RunStatus, result, K: int, step: int) -> None:
+    summary = result.summaries[next(iter(result.summaries))]
+    loggers.log(eval_scalars(summary, K), step)
+    status.mean_at_k = summary.overall.mean
 
 
 def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:

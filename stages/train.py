@@ -34,6 +34,7 @@ from rladctl import distributed, resident
 from rladctl.config import LoadedRecipe, TrainConfig, to_plain
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log, meter
+from rladctl.reports.loggers import Loggers, check_packages, open_loggers, train_scalars
 from rladctl.store import schema as S
 from rladctl.store.artifacts import fingerprint, open_artifact, validate_token_columns
 from rladctl.store.checkpoint import (
@@ -407,6 +408,7 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
     objective = get_objective_record(obj_cfg.name)
     objective_fn = get_objective(obj_cfg.name)  # the public entry point: a caller may wrap the loss (tests do)
     check_config(cfg)
+    check_packages(recipe.log)  # a missing tensorboard / wandb is refused before any row loads
     distributed.init(group_of_one=cfg.parallel == "fsdp")
     out, partial = Path(cfg.out), Path(f"{cfg.out}.partial")
     rows, refs = load_rows(cfg, objective)
@@ -464,7 +466,8 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
     if snap is not None:
         log(f"resuming {out} from {snap.name} ({done} of {len(steps)} steps done)")
     started = time.perf_counter()
-    train_steps(run, objective_fn, rows, fixed, steps, done, metrics, global_start)
+    with train_loggers(recipe, replay) as loggers:
+        train_steps(run, objective_fn, rows, fixed, steps, done, metrics, global_start, loggers)
     if not distributed.all_finite(model.parameters()):
         raise diverged(
             f"the weights are not finite after step {global_start + len(steps)}",
@@ -500,6 +503,13 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
         state = {"step": torch.tensor(global_start + len(steps)), "optimizer": optimizer.state_dict()}
         resident.hand_on(out, hf_model, torch.float32, str(device), state)
     return summary_from(out, skipped=False)
+
+
+def train_loggers(recipe: LoadedRecipe, replay: bool) -> Loggers:
+    """[log] writers of `rladctl train` alone, beside its checkpoint (<parent>/tensorboard/<name>/).
+    `rladctl run` turns them off here and logs every iteration's steps itself; a replay logs nothing."""
+    out = Path(recipe.train.out)
+    return Loggers([]) if replay else open_loggers(recipe.log, out.parent, out.name, recipe.to_dict(), subdir=out.name)
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -661,8 +671,10 @@ def train_steps(
     done: int,
     metrics: list[dict],
     global_start: int,
+    loggers: Loggers | None = None,
 ) -> None:
-    """Optimizer steps ``done`` onwards, appending each one's metrics; snapshots every ``save_every``.
+    """Optimizer steps ``done`` onwards, appending each one's metrics (and sending them to ``loggers``);
+    snapshots every ``save_every``.
 
     A step whose loss or gradient norm is not finite changes no weight; ``max_bad_steps`` of them in
     a row, or one at the end, stop the run with the newest snapshot from before them named.
@@ -713,6 +725,8 @@ def train_steps(
             )
             m.update(run.objective.scheduled(obj_cfg, step, horizon))  # each scheduled value exactly, not a token mean
             metrics.append(m)
+            if loggers is not None:
+                loggers.log(train_scalars(m), m["step"])
             bar.advance(1, m["tokens"])
             # A skipped step leaves the weights that gave the non-finite loss: never ship them as final.
             if bad >= cfg.max_bad_steps or (bad and k + 1 == len(steps)):

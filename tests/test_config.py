@@ -196,7 +196,7 @@ def test_unknown_key_names_the_file_and_suggests_the_close_match(tmp_path):
 def test_unknown_table_and_a_top_level_scalar_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown recipe table \[rollot\], in .*did you mean 'rollout'\?"):
         load_recipe(write(tmp_path, "[rollot]\nseed = 1\n"))
-    with pytest.raises(ConfigError, match="valid tables: eval, objective, prompt, rollout"):
+    with pytest.raises(ConfigError, match="valid tables: eval, log, objective, prompt, rollout"):
         load_recipe(write(tmp_path, "[qqqqqq]\nseed = 1\n"))
     with pytest.raises(ConfigError, match=r"recipe key 'rollout' must be a table.*write it as \[rollout\]"):
         build_recipe({"rollout": 3})
