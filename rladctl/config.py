@@ -8,9 +8,11 @@ Recipes are data: nothing in them is ever executed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +222,81 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------------
+# documented ranges: checked on load, so a bad value is one line before any model loads
+
+_AT_LEAST_1, _AT_LEAST_0, _POSITIVE = (lambda v: v >= 1, ">= 1"), (lambda v: v >= 0, ">= 0"), (lambda v: v > 0, "> 0")
+_PROBABILITY = (lambda v: 0 < v <= 1, "in (0, 1]")
+_ENGINE_RANGES = {
+    "tensor_parallel_size": _AT_LEAST_1,
+    "gpu_memory_utilization": _PROBABILITY,
+    "max_model_len": _AT_LEAST_0,
+}
+_SAMPLING_RANGES = {
+    "temperature": _POSITIVE,
+    "top_p": _PROBABILITY,
+    "max_new_tokens": _AT_LEAST_1,
+    "batch_size": _AT_LEAST_1,
+    "seed": _AT_LEAST_0,
+}
+RANGES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "task": {"size": _AT_LEAST_1, "eval_size": _AT_LEAST_0, "seed": _AT_LEAST_0, "eval_seed": _AT_LEAST_0},
+    "rollout": {
+        **_ENGINE_RANGES,
+        **_SAMPLING_RANGES,
+        "prompt_offset": _AT_LEAST_0,  # num_prompts: the stage says "no prompts to sample"
+        "group_size": _AT_LEAST_1,
+        "prompts_per_part": _AT_LEAST_1,
+        "policy_step": _AT_LEAST_0,
+    },
+    "score_teacher": {
+        **_ENGINE_RANGES,
+        "temperature": _POSITIVE,
+        "top_k": _AT_LEAST_0,
+        "micro_batch_tokens": _AT_LEAST_1,
+        "chunk_tokens": _AT_LEAST_1,
+    },
+    "train": {
+        "lr": _AT_LEAST_0,
+        "warmup_steps": _AT_LEAST_0,
+        "total_steps": _AT_LEAST_0,
+        "weight_decay": _AT_LEAST_0,
+        "adam_betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+        "adam_eps": _POSITIVE,
+        "grad_clip": _AT_LEAST_0,
+        "epochs": _AT_LEAST_1,
+        "mini_batches": _AT_LEAST_1,
+        "micro_batch_tokens": _AT_LEAST_1,
+        "adv_eps": _AT_LEAST_0,
+        "save_every": _AT_LEAST_0,
+        "max_bad_steps": _AT_LEAST_1,
+        "chunk_tokens": _AT_LEAST_1,
+        "seed": _AT_LEAST_0,
+    },
+    "eval": {
+        **_ENGINE_RANGES,
+        **_SAMPLING_RANGES,
+        "pass_at": _AT_LEAST_1,
+        "n": _AT_LEAST_0,
+        "num_prompts": _AT_LEAST_0,
+        "threshold": _PROBABILITY,
+        "bootstrap": _AT_LEAST_0,
+    },
+    "run": {"iterations": _AT_LEAST_1, "eval_every": _AT_LEAST_0, "optimizer_state_every": _AT_LEAST_0},
+}
+
+
+def check_ranges(table: str, value: Any, where: dict[str, str]) -> None:
+    """One line for the first key of ``table`` outside its documented range (``where``: key -> origin)."""
+    for key, (ok, rule) in RANGES.get(table, {}).items():
+        if not ok(getattr(value, key)):
+            raise ConfigError(
+                f"recipe key '{table}.{key}' is {getattr(value, key)!r}",
+                f"in {where.get(key, f'[{table}]')}",
+                f"{table}.{key} must be {rule}",
+            )
+
+
+# --------------------------------------------------------------------------------------------
 # loading
 
 
@@ -359,7 +436,9 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str, source: str, origins
                 hint or f"valid keys of [{prefix}]: {', '.join(names)}",
             )
         kwargs[key] = coerce(value, hints[key], f"{prefix}.{key}", where)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    check_ranges(prefix, built, {key: (origins or {}).get(f"{prefix}.{key}", source) for key in names})
+    return built
 
 
 def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -397,6 +476,8 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"recipe key '{key}' is {value!r}", f"in {source}", f"give {key} a finite number")
     if hint in (int, float) and isinstance(value, bool):
         raise _type_error(key, value, hint, source)
     if isinstance(hint, type) and not isinstance(value, hint):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rladctl import backends, distributed
-from rladctl.config import LoadedRecipe, ScoreTeacherConfig, to_plain
+from rladctl.config import LoadedRecipe, ScoreTeacherConfig, check_ranges, to_plain
 from rladctl.errors import ArtifactError, ConfigError, ModelError
 from rladctl.store import schema as S
 from rladctl.store.artifacts import fingerprint, open_artifact, validate_token_columns
@@ -128,12 +128,7 @@ def check_request(cfg: ScoreTeacherConfig):
         if not getattr(cfg, key):
             fix = f"pass --{key} or set score_teacher.{key} in the recipe"
             raise ConfigError(f"no {key} given", "for score-teacher", fix)
-    if cfg.temperature <= 0 or cfg.top_k < 0 or cfg.micro_batch_tokens < 1 or cfg.chunk_tokens < 1:
-        raise ConfigError(
-            "score_teacher.temperature must be > 0 and top_k, micro_batch_tokens, chunk_tokens >= 0/1",
-            None,
-            "fix the recipe",
-        )
+    check_ranges("score_teacher", cfg, {})  # a caller that built the config by hand skipped the loader's check
     distributed.init()
     source = open_artifact(cfg.input, (S.ROLLOUTS,), role="rollouts")
     if source.rows == 0:

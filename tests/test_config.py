@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 
 from rladctl.config import (
+    RANGES,
     EngineConfig,
     EvalConfig,
     RolloutConfig,
@@ -349,3 +350,43 @@ def test_rollout_score_teacher_and_eval_share_one_engine_and_keep_their_keys():
         ConfigError, match=r"recipe key 'eval.backend' is 'vlm', in --set eval.backend=vlm\. did you mean 'vllm'\?"
     ):
         load_recipe(None, ["eval.backend=vlm"])
+
+
+# --------------------------------------------------------------------------------------------
+# documented ranges and finite numbers
+
+OUTSIDE = {">= 1": 0, ">= 0": -1, "> 0": 0, "in (0, 1]": 1.5, "two numbers in [0, 1)": [0.9, 1.0]}
+RANGED = [(table, key, rule) for table, keys in RANGES.items() for key, (_, rule) in keys.items()]
+
+
+def test_every_default_lies_in_its_documented_range():
+    load_recipe(None)  # raises on the first default outside its range
+
+
+@pytest.mark.parametrize(("table", "key", "rule"), RANGED, ids=[f"{t}.{k}" for t, k, _ in RANGED])
+def test_a_value_outside_its_documented_range_is_one_line_naming_the_key(table, key, rule):
+    import typing
+
+    from rladctl.config import table_types
+
+    bad = OUTSIDE[rule]
+    shown = tuple(bad) if isinstance(bad, list) else bad
+    if typing.get_type_hints(table_types()[table])[key] is float:
+        shown = float(bad)  # the loader widens an int to the key's float
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(None, [f"{table}.{key}={json.dumps(bad)}"])
+    assert str(exc.value) == (
+        f"recipe key '{table}.{key}' is {shown!r}, in --set {table}.{key}={json.dumps(bad)}. "
+        f"{table}.{key} must be {rule}."
+    )
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_in_any_float_key(text):
+    for key in ("rollout.temperature", "train.lr", "eval.top_p", "objective.alpha"):
+        with pytest.raises(ConfigError) as exc:
+            load_recipe(None, [f"{key}={text}"])
+        assert (
+            str(exc.value)
+            == f"recipe key '{key}' is {float(text)!r}, in --set {key}={text}. give {key} a finite number."
+        )
