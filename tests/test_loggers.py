@@ -191,6 +191,24 @@ def test_a_missing_package_is_one_line_before_any_work(key, shards, tmp_path, mo
         assert off.returncode == 0, off.stderr
 
 
+def test_a_wandb_run_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from rladctl.errors import RladError
+    from rladctl.reports.loggers import open_loggers
+
+    def refuse(**kwargs):
+        raise wandb.errors.UsageError("api_key not configured (no-tty). call wandb.login(key=[your_api_key])\nmore")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    cfg = load_recipe(None, ["log.wandb=true", 'log.wandb_mode="online"']).log
+    with pytest.raises(RladError) as exc:
+        open_loggers(cfg, tmp_path, "run")
+    assert str(exc.value) == (
+        "W&B could not start a run (api_key not configured (no-tty). call wandb.login(key=[your_api_key])),"
+        ' with log.wandb_mode=online. run `wandb login`, or set log.wandb_mode="offline" and `wandb sync` later.'
+    )
+
+
 def test_a_bad_wandb_mode_names_the_key_and_the_choices():
     from rladctl.errors import ConfigError
 

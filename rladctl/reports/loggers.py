@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rladctl import distributed
-from rladctl.errors import MissingDependencyError
+from rladctl.errors import MissingDependencyError, RladError, first_line
 
 # recipe key -> the importable package it needs (each one an extra of the same name in pyproject.toml)
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -75,15 +75,22 @@ class WandbLogger:
         except ImportError:
             raise _missing("wandb") from None
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=cfg.wandb_project,
-            name=cfg.run_name or name,
-            mode=cfg.wandb_mode,
-            dir=str(directory),
-            config=config,
-            # stderr stays rladctl's (progress bars); metrics.jsonl and the reports hold the rest
-            settings=wandb.Settings(console="off", silent=bool(os.environ.get("RLADCTL_QUIET"))),
-        )
+        try:
+            self.run = wandb.init(
+                project=cfg.wandb_project,
+                name=cfg.run_name or name,
+                mode=cfg.wandb_mode,
+                dir=str(directory),
+                config=config,
+                # stderr stays rladctl's (progress bars); metrics.jsonl and the reports hold the rest
+                settings=wandb.Settings(console="off", silent=bool(os.environ.get("RLADCTL_QUIET"))),
+            )
+        except wandb.errors.Error as exc:  # online without a login or a network, a bad project name
+            raise RladError(
+                f"W&B could not start a run ({first_line(exc)})",
+                f"with log.wandb_mode={cfg.wandb_mode}",
+                'run `wandb login`, or set log.wandb_mode="offline" and `wandb sync` later',
+            ) from None
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
