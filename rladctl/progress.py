@@ -120,13 +120,17 @@ class RunStatus:
 def status_line(status: RunStatus) -> Iterator[RunStatus]:
     """Keep ``status`` on one line above the stage bars (which nest below it) while the block runs.
 
-    Quiet like the bars when RLADCTL_QUIET is set, and left out when stderr is not a terminal (a log
-    file gets the bars' final lines and the per-iteration log lines) or rich cannot nest live displays.
+    Quiet like the bars when RLADCTL_QUIET is set and on ranks other than 0, and left out when stderr
+    is not a terminal (a log file gets the bars' final lines and the per-iteration log lines) or rich
+    cannot nest live displays.
     """
     from rich.live import Live
 
+    from rladctl import distributed
+
     nests = hasattr(err_console, "_live_stack")  # rich >= 14.1 renders a Live started inside another
-    if os.environ.get("RLADCTL_QUIET") or not err_console.is_terminal or not nests:
+    quiet = os.environ.get("RLADCTL_QUIET") or not distributed.is_main()  # before a stage's init quiets the rest
+    if quiet or not err_console.is_terminal or not nests:
         yield status
         return
     with Live(status, console=err_console, transient=True, refresh_per_second=2):

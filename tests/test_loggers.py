@@ -273,12 +273,15 @@ def test_status_line_sits_above_a_stage_bar_on_a_terminal_and_is_silent_elsewher
         assert "rollout iter-0000" in text  # the stage bar's last state stays either way
         if terminal:
             assert text.index("run: iteration 1/2") < text.index("rollout iter-0000")
-    monkeypatch.setenv("RLADCTL_QUIET", "1")
-    buffer = io.StringIO()
-    monkeypatch.setattr(progress, "err_console", Console(file=buffer, force_terminal=True))
-    with progress.status_line(progress.RunStatus(total=2, K=2)):
-        pass
-    assert buffer.getvalue() == ""
+    for env in ({"RLADCTL_QUIET": "1"}, {"WORLD_SIZE": "2", "RANK": "1"}):  # quiet, or a rank other than 0
+        with monkeypatch.context() as mp:
+            for name, value in env.items():
+                mp.setenv(name, value)
+            buffer = io.StringIO()
+            mp.setattr(progress, "err_console", Console(file=buffer, force_terminal=True))
+            with progress.status_line(progress.RunStatus(total=2, K=2)):
+                pass
+            assert buffer.getvalue() == "", env
 
 
 def test_rladctl_help_does_not_import_the_loggers_packages():
