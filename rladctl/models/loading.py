@@ -103,6 +103,11 @@ def load_model(
     except OSError as exc:
         raise ModelError(f"cannot load model {source}: {first_line(exc)}",
                          fix=hub_fix(source, "check the path or hub id and that its files are complete")) from exc  # fmt: skip
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # a truncated or corrupt weight file (safetensors' own type)
+            raise
+        raise ModelError(f"cannot load model {source}: its weights are damaged ({first_line(exc)})",
+                         fix="copy or save the model again; a truncated model.safetensors cannot be read") from None  # fmt: skip
     finally:
         hf_logging.set_verbosity(verbosity)
     _check_weights_fit(source, info)

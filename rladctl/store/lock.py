@@ -12,6 +12,7 @@ Under torchrun only rank 0 takes it: every rank writes into the same output by d
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -65,18 +66,25 @@ def refuse_own_input(output: str | Path, inputs: Mapping[str, str | Iterable[str
 
     Names that are not local paths (hub ids) cannot be written over and pass.
     """
-    out = Path(output).resolve()
+    out = _resolve(Path(output))
     for name, value in inputs.items():
         for given in [value] if isinstance(value, str | Path) else value:
             if not given or not Path(given).exists():
                 continue
-            path = Path(given).resolve()
+            path = _resolve(Path(given))
             if path == out or out in path.parents:
                 raise ArtifactError(
                     f"output {output} is also an input of this command ({name} {given})",
                     None,
                     "writing it would destroy that input: choose another output directory",
                 )
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symbolic-link loop (RuntimeError before Python 3.13)
+        raise write_output_error(path, OSError(errno.ELOOP, os.strerror(errno.ELOOP))) from None
 
 
 def _acquire(path: Path, output: Path) -> int:

@@ -380,23 +380,29 @@ def _read_rows(cfg: TaskConfig) -> list[tuple[str, dict]]:
 
 def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"line {number} is not JSON ({exc.msg})", f"in {path}", "write one JSON object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise ConfigError(
-                    f"line {number} is a JSON {type(row).__name__}, not an object",
-                    f"in {path}",
-                    "write one JSON object per line",
-                )
-            rows.append((f"line {number}", row))
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")  # as a file iterates: \u2028 is not a break
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"line {line} is not UTF-8 (byte 0x{exc.object[exc.start]:02x})", f"in {path}", "save the file as UTF-8"
+        ) from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"line {number} is not JSON ({exc.msg})", f"in {path}", "write one JSON object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise ConfigError(
+                f"line {number} is a JSON {type(row).__name__}, not an object",
+                f"in {path}",
+                "write one JSON object per line",
+            )
+        rows.append((f"line {number}", row))
     return rows
 
 

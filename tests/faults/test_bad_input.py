@@ -38,6 +38,7 @@ REQUIRED_CATEGORIES = {
     "checksum-mismatch", "tokenizer-mismatch", "non-finite-logprobs", "length-mismatch", "k-greater-than-n",
     "model-without-weights", "pickle-only-model", "other-architecture", "prompt-too-long",
     "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax", "bad-option", "output-is-input",
+    "bad-output-path", "task-file-not-utf8", "truncated-weights", "non-finite-config", "out-of-range",
 }  # fmt: skip
 COMMANDS = {"init-model", "rollout", "score-teacher", "train", "eval", "run", "compare"}
 TINY = ("rollout.max_new_tokens=4",)  # a refused rollout never samples, but keep it cheap if it did
@@ -594,6 +595,78 @@ def rollout_jsonl_line_is_not_json(ctx):
         rf"line 2 is not JSON \(.*\), in {q(data)}\. write one JSON object per line",
         ctx.tmp / "r",
         (data,),
+    )
+
+
+@case("non-finite-config", "rollout")
+def rollout_temperature_is_nan(ctx):
+    return Call(
+        rollout(ctx, *sets("rollout.temperature=nan")),
+        r"recipe key 'rollout\.temperature' is nan, in --set rollout\.temperature=nan\. give rollout\.temperature a finite number",
+        ctx.tmp / "r",
+    )
+
+
+@case("out-of-range", "rollout")
+def rollout_temperature_is_zero(ctx):
+    return Call(
+        rollout(ctx, *sets("rollout.temperature=0")),
+        r"recipe key 'rollout\.temperature' is 0\.0, in --set rollout\.temperature=0\. rollout\.temperature must be > 0",
+        ctx.tmp / "r",
+    )
+
+
+@case("out-of-range", "score-teacher")
+def score_top_k_is_negative(ctx):
+    return Call(
+        score(ctx, ctx.data["rollouts"], "--top-k", "-3"),
+        r"recipe key 'score_teacher\.top_k' is -3, in --set score_teacher\.top_k=-3\. score_teacher\.top_k must be >= 0",
+        ctx.tmp / "s",
+    )
+
+
+@case("task-file-not-utf8", "rollout")
+def rollout_jsonl_is_not_utf8(ctx):
+    data = ctx.tmp / "math.jsonl"
+    data.write_bytes(json.dumps(MATH[0]).encode() + b'\n{"question": "caf\xe9", "answer": "1"}\n')  # Latin-1
+    return Call(
+        rollout(ctx, *sets("task.name=file", f'task.path="{data}"', "task.eval_size=0")),
+        rf"line 2 is not UTF-8 \(byte 0xe9\), in {q(data)}\. save the file as UTF-8",
+        ctx.tmp / "r",
+        (data,),
+    )
+
+
+@case("truncated-weights", "rollout")
+def rollout_model_weights_are_truncated(ctx):
+    model = ctx.copy(ctx.student, "m")
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return Call(
+        rollout(ctx, model=model),
+        rf"cannot load model {q(model)}: its weights are damaged \(.*\)\. copy or save the model again",
+        ctx.tmp / "r",
+        (model,),
+    )
+
+
+@case("bad-output-path", "rollout")
+def rollout_out_is_a_symlink_loop(ctx):
+    (ctx.tmp / "a").symlink_to(ctx.tmp / "b")
+    (ctx.tmp / "b").symlink_to(ctx.tmp / "a")
+    return Call(
+        rollout(ctx, out="a"),
+        rf"cannot write {q(ctx.tmp / 'a')} \(Too many levels of symbolic links\)\. the path runs through a symbolic-link loop",
+    )
+
+
+@case("bad-output-path", "rollout")
+def rollout_out_is_a_regular_file(ctx):
+    out = ctx.write("r", "notes\n")
+    return Call(
+        rollout(ctx),
+        rf"cannot write {q(out)} \(File exists\)\. a file stands where a directory is needed: choose another output directory",
+        keep=(out,),
     )
 
 
