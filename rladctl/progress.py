@@ -13,8 +13,9 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def log(message: str) -> None:
+    """One line to stderr; wrapped to the terminal's width, and not at all when stderr is a file or pipe."""
     if not os.environ.get("RLADCTL_QUIET"):
-        err_console.print(message)
+        err_console.print(message, soft_wrap=not err_console.is_terminal)
 
 
 class Meter:

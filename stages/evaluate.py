@@ -20,7 +20,7 @@ from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log
 from rladctl.sampling import generate_artifact
 from rladctl.store import schema as S
-from rladctl.store.artifacts import open_artifact
+from rladctl.store.artifacts import open_artifact, validate_rewards
 from rladctl.store.lock import claim_output
 
 
@@ -131,6 +131,7 @@ def prompt_results(path: Path, difficulty_field: str = ""):
     task_cfg = artifact.manifest.get("task") or {}
     level_of = difficulty_of(task_cfg, difficulty_field)
     table = artifact.table([S.PROMPT_ID, S.TASK_METADATA, S.REWARD])
+    validate_rewards(table, str(path))
     by_prompt: dict[str, PromptResult] = {}
     for pid, meta, reward in zip(
         table[S.PROMPT_ID].to_pylist(), table[S.TASK_METADATA].to_pylist(), table[S.REWARD].to_pylist()

@@ -23,6 +23,7 @@ import dataclasses
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
         )
     kinds = (S.SCORED,) if needs_teacher else (S.SCORED, S.ROLLOUTS)
     parts: dict[str, list] = {k: [] for k in ("prompts", "completions", "sampler", "teacher", "rewards", "advantages")}
-    refs, temps, dropped = [], set(), 0
+    refs, temps, dropped, group_sizes = [], set(), 0, set()
     for path in cfg.inputs:
         try:
             artifact = open_artifact(path, kinds, role="training")
@@ -113,6 +114,13 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
                 fix = "run rladctl score-teacher on it first and train on the scored artifact"
                 raise ArtifactError(what, None, fix) from None
             raise
+        same = next((ref["path"] for ref in refs if ref["content_id"] == artifact.content_id), None)
+        if same is not None:
+            raise ConfigError(
+                f"training input {path} holds the same rows as {same}",
+                "in train.inputs",
+                "pass each artifact once: a repeated one would train on its rows twice",
+            )
         if artifact.rows == 0:
             raise ArtifactError(
                 f"training artifact {path} has no rows",
@@ -127,6 +135,7 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
         validate_token_columns(table, (S.SAMPLER_LOGPROBS, S.TEACHER_LOGPROBS), str(path))
         rewards = table[S.REWARD].to_numpy().astype(np.float64)
         groups = table[S.PROMPT_ID].to_pylist()
+        group_sizes |= set(Counter(groups).values())
         adv = group_advantages(rewards, groups, eps=cfg.adv_eps)
         keep = np.ones(len(rewards), dtype=bool)
         if row_filter is not None:
@@ -161,6 +170,12 @@ def load_rows(cfg: TrainConfig, objective) -> tuple[Rows, list[dict]]:
         dropped,
         temps.pop(),
     )
+    if row_filter is None and len(rows) and not rows.advantages.any():
+        why = "every group holds one sample (G = 1)" if group_sizes == {1} else "every group's rewards are all equal"
+        log(
+            f"[yellow]warning: every advantage is 0 ({why}): the reward term of objective "
+            f"'{objective.name}' moves no weight in this step; sample more completions per prompt (-G)"
+        )
     if len(rows) == 0:
         why = row_filter.nothing_left(cfg) if row_filter is not None else "every group had zero reward variance"
         raise ConfigError(

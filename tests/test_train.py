@@ -185,3 +185,27 @@ def test_continue_optimizer_carries_adamw_state_and_global_step(shards, tmp_path
     # The carried state brings its step and moments, not the earlier run's hyperparameters.
     train(shards, tmp_path / "decay", *sft, "train.weight_decay=0.1", model=tmp_path / "first")
     assert load_training_state(tmp_path / "decay")["optimizer"]["param_groups"][0]["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_a_step_where_every_advantage_is_zero_says_so_in_one_line(models, tmp_path, group_size):
+    """G = 1 (or groups whose rewards all agree: an untrained student never answers right) gives
+    GRPO nothing to learn from: the step is a no-op, and the log says why instead of staying silent."""
+    from conftest import TASK_SETS, run_cli, sets
+
+    rollouts = tmp_path / "r"
+    done = run_cli(
+        "rollout", "--model", str(models["student"]), "--out", str(rollouts), "-n", "3", "-G", str(group_size),
+        *sets(*TASK_SETS, "rollout.max_new_tokens=4"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not any(open_artifact(rollouts, [S.ROLLOUTS]).table()[S.REWARD].to_pylist())  # all 0: equal in each group
+    args = ["train", "--model", str(models["student"]), "--input", str(rollouts), "--out", str(tmp_path / "c")]
+    done = run_cli(*args, *sets("objective.name=grpo"), env={"RLADCTL_QUIET": None})
+    assert done.returncode == 0, done.stderr
+    why = "every group holds one sample (G = 1)" if group_size == 1 else "every group's rewards are all equal"
+    warning = (
+        f"warning: every advantage is 0 ({why}): the reward term of objective 'grpo' moves no weight in this step; "
+        "sample more completions per prompt (-G)"
+    )
+    assert warning in done.stderr.splitlines()

@@ -441,13 +441,31 @@ def _verify_columns(artifact: Artifact, expected) -> None:
                 )
 
 
+def validate_rewards(table, where: str) -> None:
+    """Rewards, where the table has them, must be finite: a NaN would pass into every mean."""
+    import numpy as np
+
+    from rladctl.store.schema import PROMPT_ID, REWARD
+
+    if REWARD not in table.column_names:
+        return
+    rewards = table[REWARD].to_numpy(zero_copy_only=False).astype(np.float64)
+    if not np.isfinite(rewards).all():
+        i = int(np.flatnonzero(~np.isfinite(rewards))[0])
+        raise ArtifactError(
+            f"column '{REWARD}' holds {rewards[i]} in row {i} (prompt_id {table[PROMPT_ID][i].as_py()})",
+            f"in {where}",
+            "re-create the artifact; rewards must be finite numbers",
+        )
+
+
 def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
     """Per-token columns must match completion_token_ids in length and hold finite values; token
     ids must be >= 0 and rewards finite (another tool's Parquet is read with the same schema)."""
     import numpy as np
     import pyarrow.compute as pc
 
-    from rladctl.store.schema import COMPLETION_TOKEN_IDS, PROMPT_ID, PROMPT_TOKEN_IDS, REWARD, SAMPLE_IDX
+    from rladctl.store.schema import COMPLETION_TOKEN_IDS, PROMPT_ID, PROMPT_TOKEN_IDS, SAMPLE_IDX
 
     for column in (PROMPT_TOKEN_IDS, COMPLETION_TOKEN_IDS):
         if column in table.column_names:
@@ -460,15 +478,7 @@ def validate_token_columns(table, columns: Iterable[str], where: str) -> None:
                     f"in {where}",
                     "re-create the artifact; token ids are >= 0",
                 )
-    if REWARD in table.column_names:
-        rewards = table[REWARD].to_numpy(zero_copy_only=False).astype(np.float64)
-        if not np.isfinite(rewards).all():
-            i = int(np.flatnonzero(~np.isfinite(rewards))[0])
-            raise ArtifactError(
-                f"column '{REWARD}' holds {rewards[i]} in row {i} (prompt_id {table[PROMPT_ID][i].as_py()})",
-                f"in {where}",
-                "re-create the artifact; rewards must be finite numbers",
-            )
+    validate_rewards(table, where)
     lengths = pc.list_value_length(table[COMPLETION_TOKEN_IDS]).to_numpy(zero_copy_only=False)
     for column in columns:
         if column not in table.column_names:

@@ -39,6 +39,7 @@ REQUIRED_CATEGORIES = {
     "model-without-weights", "pickle-only-model", "other-architecture", "prompt-too-long",
     "output-holds-other-run", "wrong-kind", "missing-input", "bad-set-syntax", "bad-option", "output-is-input",
     "bad-output-path", "task-file-not-utf8", "truncated-weights", "non-finite-config", "out-of-range",
+    "non-finite-rewards", "duplicated-input",
 }  # fmt: skip
 COMMANDS = {"init-model", "rollout", "score-teacher", "train", "eval", "run", "compare"}
 TINY = ("rollout.max_new_tokens=4",)  # a refused rollout never samples, but keep it cheap if it did
@@ -855,6 +856,28 @@ def score_input_sampler_logprobs_hold_nan(ctx):
         score(ctx, inp),
         rf"column 'sampler_logprobs' holds NaN or inf \(first in row 1, prompt_id .*\), in {q(part)}\. re-create the artifact; log-probs must be finite",
         ctx.tmp / "s",
+        (inp,),
+    )
+
+
+@case("duplicated-input", "train")
+def train_input_given_twice(ctx):
+    return Call(
+        train(ctx, ctx.data["scored"], "--input", ctx.data["scored"]),
+        rf"training input {q(ctx.data['scored'])} holds the same rows as {q(ctx.data['scored'])}, in train\.inputs\. "
+        r"pass each artifact once",
+        ctx.tmp / "ckpt",
+    )
+
+
+@case("non-finite-rewards", "eval")
+def eval_from_artifact_with_nan_reward(ctx):
+    inp = ctx.copy(ctx.data["rollouts"], "r")
+    rewrite_part(inp, edit_row(S.REWARD, 1, lambda v: float("nan"), pa.float32()))
+    return Call(
+        evaluate(ctx, "--from", inp, "--pass-at", "1"),
+        rf"column 'reward' holds nan in row 1 \(prompt_id .*\), in {q(inp)}\. re-create the artifact; rewards must be finite numbers",
+        ctx.tmp / "eval",
         (inp,),
     )
 
