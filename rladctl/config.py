@@ -192,6 +192,14 @@ class RunConfig:
     # last; the others hold weights only. A resumed run rebuilds a missing state by replaying train
     # from the saved artifacts. Where models are not kept (off, a GPU, torchrun), every checkpoint holds it.
     optimizer_state_every: int = 10
+    # Bounded disk (rladctl/store/iterations.py): once an iteration is complete, older checkpoints go
+    # but the newest keep_last (0 = keep every one), every keep_every-th (the checkpoint after N, 2N, ...
+    # updates; 0 = none) and the final one; and any a resume still needs (back to the newest holding
+    # its AdamW state). keep_artifacts: "all" keeps every iteration's rollouts and scored artifacts,
+    # "last" only those of the kept checkpoints. Evaluations and each iteration's _iteration.json stay.
+    keep_last: int = 2
+    keep_every: int = 0
+    keep_artifacts: Literal["all", "last"] = "all"
 
 
 @dataclass(frozen=True)
@@ -281,7 +289,13 @@ RANGES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "threshold": _PROBABILITY,
         "bootstrap": _AT_LEAST_0,
     },
-    "run": {"iterations": _AT_LEAST_1, "eval_every": _AT_LEAST_0, "optimizer_state_every": _AT_LEAST_0},
+    "run": {
+        "iterations": _AT_LEAST_1,
+        "eval_every": _AT_LEAST_0,
+        "optimizer_state_every": _AT_LEAST_0,
+        "keep_last": _AT_LEAST_0,
+        "keep_every": _AT_LEAST_0,
+    },
 }
 
 

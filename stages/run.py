@@ -9,6 +9,11 @@ offline distillation instead: the *teacher* samples, train keeps the rows its re
 whose inputs match, so re-running the same command after any interruption resumes the loop.
 Within one process the teacher and the newest student stay in memory between stages
 (``run.keep_models``, see rladctl/resident.py); every artifact is written all the same.
+
+A complete iteration leaves a record, ``iter-{i:04d}/_iteration.json``; a resumed run skips the
+iterations that have one without opening their files, so older checkpoints and artifacts are
+pruned as the run goes (``run.keep_last``, ``run.keep_every``, ``run.keep_artifacts``; see
+rladctl/store/iterations.py), keeping what a resume needs.
 """
 
 from __future__ import annotations
@@ -21,12 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from rladctl import distributed
-from rladctl.config import LoadedRecipe, to_plain
-from rladctl.errors import ConfigError
+from rladctl.config import ENGINE_SPEED_KEYS, LoadedRecipe, to_plain
+from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import RunStatus, log, status_line
 from rladctl.reports.loggers import check_packages, eval_scalars, open_loggers, train_scalars
 from rladctl.resident import active, keep_models
 from rladctl.store.files import atomic_write_bytes, make_dir
+from rladctl.store.iterations import (
+    DiskPlan,
+    Retention,
+    prune,
+    read_record,
+    remove_record,
+    replay_start,
+    safetensors_numel,
+    write_record,
+)
 from rladctl.store.lock import claim_output
 
 
@@ -177,14 +192,59 @@ def evaluate_point(recipe: LoadedRecipe, plan: Plan, k: int, overwrite: bool):
     from rladctl.stages.evaluate import run_eval
 
     model = plan.student_at(k, recipe.run.student)
-    cfg = recipe.replace(
-        "eval",
-        models=(model,),
-        from_artifacts=(),
-        labels=(f"step-{k:04d}",),
-        out=str(plan.run_dir / "eval" / f"step-{k:04d}"),
-    )
+    out = plan.run_dir / "eval" / f"step-{k:04d}"
+    if k > 0 and not Path(model).exists() and not overwrite:  # pruned: its evaluation was complete before
+        return saved_eval(recipe, out, f"step-{k:04d}", read_record(plan.iter_dir(k - 1))["checkpoint"]["identity"])
+    cfg = recipe.replace("eval", models=(model,), from_artifacts=(), labels=(f"step-{k:04d}",), out=str(out))
     return run_eval(cfg, overwrite=overwrite)
+
+
+def saved_eval(recipe: LoadedRecipe, out: Path, label: str, identity: dict):
+    """The result of evaluation ``out`` from its samples, once the checkpoint it evaluated is pruned:
+    they must be that checkpoint's (``identity``, from its record) under these eval settings."""
+    from rladctl.reports.eval_report import comparison_rows
+    from rladctl.reports.metrics import summarize
+    from rladctl.stages.evaluate import EvalResult, check_pass_at, prompt_results
+    from rladctl.store import schema as S
+    from rladctl.store.artifacts import open_artifact
+
+    cfg, K = recipe.eval, recipe.eval.pass_at
+    try:
+        manifest = open_artifact(out / label, (S.EVAL,), verify=False).manifest
+    except ArtifactError:
+        manifest = {}
+    wanted = {
+        "weights": identity.get("weights_hash"),
+        "sampling": {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+            "group_size": check_pass_at(cfg),
+        },
+        "num_prompts": cfg.num_prompts or recipe.task.eval_size,
+        "threshold": cfg.threshold,
+        "task": to_plain(recipe.task),
+        "prompt": to_plain(recipe.prompt),
+    }
+    found = {
+        "weights": manifest.get("model", {}).get("weights_hash"),
+        "sampling": manifest.get("sampling"),
+        "num_prompts": manifest.get("config", {}).get("num_prompts"),
+        "threshold": manifest.get("eval", {}).get("threshold"),
+        "task": manifest.get("task"),
+        "prompt": manifest.get("prompt"),
+    }
+    if found != wanted:
+        raise ArtifactError(
+            f"{out} is not a complete evaluation with these settings, and the checkpoint it evaluates was pruned",
+            None,
+            "re-run with the [eval] settings the run was started with, or pass --overwrite to run it again",
+        )
+    _, results = prompt_results(out / label, recipe.task.difficulty_field)
+    summary = summarize(results, K, threshold=cfg.threshold, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    header, rows = comparison_rows({label: summary}, K)
+    return EvalResult(str(out), K, header, rows, {label: summary}, {"md": str(out / "report.md")})
 
 
 @dataclass
@@ -236,12 +296,15 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     atomic_write_bytes(
         plan.run_dir / "recipe.json", (json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n").encode()
     )
+    if overwrite:  # newest first: a kill leaves the records of a prefix of the iterations
+        distributed.main_only(lambda: [remove_record(plan.iter_dir(i)) for i in reversed(range(plan.iterations))])
     started = time.perf_counter()
     K = recipe.eval.pass_at
     evals: dict[int, Any] = {}
     status = RunStatus(plan.iterations, K)
     loggers = open_loggers(recipe.log, plan.run_dir, plan.run_dir.name, recipe.to_dict())
     step = 0  # optimizer steps so far, counted across iterations: the loggers' x-axis
+    records = Records(recipe, plan)
     with loggers, status_line(status), keep_models(recipe.run.keep_models):
         if 0 in plan.eval_points:
             evals[0] = evaluate_point(recipe, plan, 0, overwrite)
@@ -249,11 +312,18 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
         for i in range(plan.iterations):
             log(f"[bold]iteration {i + 1}/{plan.iterations}[/bold] ({plan.objective})")
             status.start(i)
-            run_iteration(recipe, plan, i, overwrite)
-            step = log_iteration(loggers, status, plan, i, step)
+            record = None if overwrite else records.skippable(i)
+            ran = record is None
+            if ran:
+                run_iteration(recipe, plan, i, overwrite)
+                record = records.write(i)
+            step = log_iteration(loggers, status, record, i, step)
             if i + 1 in plan.eval_points:
                 evals[i + 1] = evaluate_point(recipe, plan, i + 1, overwrite)
                 log_eval(loggers, status, evals[i + 1], K, step)
+            if ran:
+                records.prune(i)
+        records.prune(plan.iterations - 1)  # what a kill after the last record left
     from rladctl.reports.run_report import write_run_report
 
     report = write_run_report(plan, evals, K)
@@ -275,16 +345,140 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     )
 
 
-def log_iteration(loggers, status: RunStatus, plan: Plan, i: int, step: int) -> int:
-    """Iteration i's optimizer steps (its checkpoint's metrics.jsonl) to the loggers, numbered on from
-    ``step``, and its rollout reward to the status line; the step count after it."""
-    from rladctl.stages.rollout import summarize
-    from rladctl.store.checkpoint import read_metrics
+class Records:
+    """Writes each complete iteration's record and says which iterations a resumed run may skip:
+    those with a record of these settings (``iteration_fingerprint``) whose start weights are the
+    previous record's checkpoint, so the chain from ``run.student`` holds without any pruned file."""
 
-    for m in read_metrics(plan.iter_dir(i) / "checkpoint"):
+    def __init__(self, recipe: LoadedRecipe, plan: Plan):
+        self.recipe, self.plan = recipe, plan
+        self._fixed: dict | None = None
+        self._read: dict[int, dict] = {}
+        self._pruned_below = 0  # iterations below it hold only what is kept for good (run.keep_every)
+
+    def read(self, i: int) -> dict | None:
+        if i not in self._read:
+            record = read_record(self.plan.iter_dir(i))
+            if record is None:
+                return None
+            self._read[i] = record
+        return self._read[i]
+
+    def fixed(self) -> dict:
+        """Identities of the start student and the teacher (hashed once, and only when needed)."""
+        from rladctl.models.identity import model_identity
+
+        if self._fixed is None:
+            run = self.recipe.run
+            teacher = run.teacher and (self.plan.needs_teacher or self.plan.sampler == "teacher")
+            self._fixed = {
+                "student": identity_of(model_identity(run.student)),
+                "teacher": identity_of(model_identity(run.teacher)) if teacher else None,
+            }
+        return self._fixed
+
+    def start(self, i: int) -> dict | None:
+        """The identity iteration i's student must have: run.student's, or the previous record's checkpoint."""
+        if i == 0:
+            return self.fixed()["student"]
+        previous = self.read(i - 1)
+        return None if previous is None else previous["checkpoint"]["identity"]
+
+    def fingerprint(self, i: int) -> str:
+        return iteration_fingerprint(self.recipe, self.plan, i, self.fixed()["teacher"])
+
+    def skippable(self, i: int) -> dict | None:
+        """Iteration i's record when it may be skipped; None when its stages must run (they resume
+        or skip its artifacts); a record of other settings is refused with one line."""
+        record = self.read(i)
+        if record is None:
+            return None
+        if record["fingerprint"] != self.fingerprint(i) or record["start"] != self.start(i):
+            raise ArtifactError(
+                f"iteration {i} in {self.plan.run_dir} was run with other settings or from another model",
+                None,
+                "re-run with the recipe the run was started with, choose another run.dir, or pass --overwrite",
+            )
+        return record
+
+    def write(self, i: int) -> dict:
+        """Iteration i is complete: its record, written last (rank 0)."""
+        from rladctl.models.identity import model_identity
+        from rladctl.reports.run_report import iteration_row
+        from rladctl.store.checkpoint import read_manifest, read_metrics
+
+        d = self.plan.iter_dir(i)
+        checkpoint = d / "checkpoint"
+        start = self.start(i) or identity_of(model_identity(self.plan.student_at(i, self.recipe.run.student)))
+        record = {
+            "iteration": i,
+            "fingerprint": self.fingerprint(i),
+            "start": start,
+            "checkpoint": {
+                "identity": identity_of(model_identity(checkpoint)),
+                "optimizer_state": read_manifest(checkpoint).get("optimizer_state", True),
+            },
+            "row": iteration_row(d, i),
+            "metrics": read_metrics(checkpoint),
+        }
+        distributed.main_only(lambda: write_record(d, record))
+        self._read[i] = record
+        return record
+
+    def prune(self, newest: int) -> None:
+        """Iteration ``newest`` is complete (its record exists): remove what ``run.keep_*`` does not
+        keep and no resume needs (rank 0; see rladctl/store/iterations.py)."""
+        run = self.recipe.run
+        records = [self.read(j) for j in range(newest + 1)]
+        if run.keep_last == 0 or any(r is None for r in records):
+            return  # every checkpoint kept, or iterations of an older rladctl without records: keep them all
+        has_state = [r["checkpoint"]["optimizer_state"] for r in records]
+        start = replay_start(newest, has_state, self.recipe.train.continue_optimizer)
+        keep = Retention(run.keep_last, run.keep_every, run.keep_artifacts)
+        checkpoints, artifacts = keep.checkpoints(newest, start), keep.artifacts(newest, start)
+        first = self._pruned_below
+        dirs = {j: self.plan.iter_dir(j) for j in range(first, newest + 1)}
+        freed = distributed.main_only(lambda: prune(dirs, checkpoints, artifacts))
+        self._pruned_below = max(0, min(newest - run.keep_last + 1, start))  # below: what stays for good
+        if freed:
+            log(f"pruned {freed / 1e6:.1f} MB of older iterations (run.keep_last, run.keep_every, run.keep_artifacts)")
+
+
+def identity_of(identity: dict) -> dict:
+    """The parts of a model identity that name its contents, not where it lies."""
+    return {k: identity.get(k) for k in ("config_hash", "weights_hash", "tokenizer_hash", "revision")}
+
+
+def iteration_fingerprint(recipe: LoadedRecipe, plan: Plan, i: int, teacher: dict | None) -> str:
+    """What decides iteration i's files besides its start weights: the keys each stage's own
+    fingerprint holds (paths, devices and speed settings left out), and the teacher's identity."""
+    from rladctl.store.artifacts import fingerprint
+
+    it = iteration_recipe(recipe, plan, i)
+    paths = ("out", "device", "model", "input", "inputs", "teacher", *ENGINE_SPEED_KEYS)
+    spread = ("save_every", "save_optimizer", "parallel", "micro_batch_tokens", "chunk_tokens")
+    plain = lambda table: {k: v for k, v in to_plain(table).items() if k not in (*paths, *spread)}  # noqa: E731
+    return fingerprint(
+        {
+            "task": to_plain(it.task),
+            "prompt": to_plain(it.prompt),
+            "rollout": plain(it.rollout),
+            "score_teacher": plain(it.score_teacher) if plan.needs_teacher else None,
+            "train": plain(it.train),
+            "objective": to_plain(it.objective),
+            "teacher": teacher,
+        }
+    )
+
+
+def log_iteration(loggers, status: RunStatus, record: dict, i: int, step: int) -> int:
+    """Iteration i's optimizer steps (from its record) to the loggers, numbered on from ``step``,
+    and its rollout reward to the status line; the step count after it."""
+    for m in record["metrics"]:
         step += 1
         loggers.log(train_scalars(m), step)
-    status.finish(i, reward=summarize(str(plan.iter_dir(i) / "rollouts"), skipped=True).reward_mean)
+    row = record["row"]
+    status.finish(i, reward=row["reward_mean"] if row.get("rollout_reward") is None else row["rollout_reward"])
     return step
 
 
@@ -308,4 +502,55 @@ def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:
         },
         "objective": to_plain(recipe.objective),
         "eval": to_plain(recipe.eval),
+        "disk": disk_estimate(recipe, plan),
+    }
+
+
+# Bytes per sampled completion token in Parquet, measured on the demo (ids, log-probs, text, and the
+# prompt columns spread over the row's tokens); scored rows repeat the rollout's and add lp_T.
+ROLLOUT_BYTES_PER_TOKEN, SCORED_BYTES_PER_TOKEN, TOP_K_BYTES = 12, 16, 8
+
+
+def disk_estimate(recipe: LoadedRecipe, plan: Plan) -> dict[str, Any]:
+    """The run directory's size at its peak and at the end, from the student's parameter count
+    (its safetensors headers), the artifact sizes and the ``run.keep_*`` keys."""
+    from rladctl.models.hub import locate
+    from rladctl.stages.evaluate import check_pass_at
+
+    run, rollout = recipe.run, recipe.rollout
+    source = locate(run.student)
+    numel = None if isinstance(source, str) else safetensors_numel(source)
+    if numel is None:
+        return {"peak": f"unknown: {run.student} has no local safetensors to count its parameters"}
+    others = sum(f.stat().st_size for f in source.iterdir() if f.is_file() and f.suffix != ".safetensors")
+    per_token = ROLLOUT_BYTES_PER_TOKEN
+    if plan.needs_teacher:
+        per_token += SCORED_BYTES_PER_TOKEN + TOP_K_BYTES * recipe.score_teacher.top_k
+    eval_rows = (recipe.eval.num_prompts or recipe.task.eval_size) * check_pass_at(recipe.eval)
+    checkpoint, optimizer = 4 * numel + others, 8 * numel  # float32 weights; AdamW's two float32 moments
+    many_steps = plan.steps_per_iteration > 1 and recipe.train.save_every
+    disk = DiskPlan(
+        iterations=plan.iterations,
+        checkpoint_bytes=checkpoint,
+        optimizer_bytes=optimizer,
+        artifact_bytes=rollout.num_prompts * rollout.group_size * rollout.max_new_tokens * per_token,
+        snapshot_bytes=2 * (checkpoint + optimizer) if many_steps else 0,  # train keeps its newest 2
+        eval_bytes=len(plan.eval_points) * eval_rows * recipe.eval.max_new_tokens * ROLLOUT_BYTES_PER_TOKEN,
+    )
+    has_state = [saves_optimizer_state(recipe, plan, i) for i in range(plan.iterations)]
+    keep = Retention(run.keep_last, run.keep_every, run.keep_artifacts)
+    peak, end = disk.peak(keep, has_state, recipe.train.continue_optimizer)
+    mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
+    log(f"disk: {mb(peak)} at the peak, {mb(end)} at the end under {plan.run_dir} (run.keep_last = {run.keep_last})")
+    return {
+        "peak": mb(peak),
+        "end": mb(end),
+        "peak_bytes": peak,
+        "end_bytes": end,
+        "student_parameters": numel,
+        "checkpoint_bytes": checkpoint,
+        "optimizer_state_bytes": optimizer,
+        "artifacts_bytes_per_iteration": disk.artifact_bytes,
+        "keys": {k: getattr(run, k) for k in ("keep_last", "keep_every", "keep_artifacts", "optimizer_state_every")},
+        "assumes": "completions at max_new_tokens; float32 weights; evaluations and records never pruned",
     }

@@ -30,31 +30,40 @@ TRAIN_COLUMNS = (
 
 
 def iteration_rows(plan) -> list[dict[str, Any]]:
-    """One dict per finished iteration: what its rollouts held and its train call's metrics.
+    """One dict per finished iteration (``iteration_row``): from its record, which outlives the
+    iteration's pruned files (rladctl/store/iterations.py), else from its artifacts."""
+    from rladctl.store.iterations import read_record
+
+    rows = []
+    for i in range(plan.iterations):
+        record = read_record(plan.iter_dir(i))
+        if record is not None:
+            rows.append(record["row"])
+        elif (plan.iter_dir(i) / "checkpoint" / MANIFEST).exists():
+            rows.append(iteration_row(plan.iter_dir(i), i))
+        else:
+            break
+    return rows
+
+
+def iteration_row(d: Path, i: int) -> dict[str, Any]:
+    """What iteration ``i``'s artifacts in ``d`` held and its train call's metrics.
 
     ``rollout_reward`` is the mean over every sampled row; ``reward_mean`` is train's, over the rows
     it kept (without the groups whose rewards all agree, unless the objective keeps every row).
     """
     from rladctl.store.checkpoint import read_metrics
 
-    rows = []
-    for i in range(plan.iterations):
-        d = plan.iter_dir(i)
-        if not (d / "checkpoint" / MANIFEST).exists():
-            break
-        rollout_manifest = json.loads((d / "rollouts" / MANIFEST).read_text())
-        metrics = read_metrics(d / "checkpoint")
-        rows.append(
-            {
-                "iteration": i,
-                "reward_mean": _mean([m["reward_mean"] for m in metrics]),
-                **_rollout_stats(d / "rollouts"),
-                "rows": rollout_manifest["rows"],
-                **{k: _mean([m[k] for m in metrics if k in m]) for k in TRAIN_COLUMNS},
-                "seconds": sum(_stage_seconds(d / s) for s in ("rollouts", "scored", "checkpoint")),
-            }
-        )
-    return rows
+    rollout_manifest = json.loads((d / "rollouts" / MANIFEST).read_text())
+    metrics = read_metrics(d / "checkpoint")
+    return {
+        "iteration": i,
+        "reward_mean": _mean([m["reward_mean"] for m in metrics]),
+        **_rollout_stats(d / "rollouts"),
+        "rows": rollout_manifest["rows"],
+        **{k: _mean([m[k] for m in metrics if k in m]) for k in TRAIN_COLUMNS},
+        "seconds": sum(_stage_seconds(d / s) for s in ("rollouts", "scored", "checkpoint")),
+    }
 
 
 def _rollout_stats(path: Path) -> dict[str, float | None]:
