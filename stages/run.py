@@ -32,16 +32,7 @@ from rladctl.progress import RunStatus, log, status_line
 from rladctl.reports.loggers import check_packages, eval_scalars, open_loggers, train_scalars
 from rladctl.resident import active, keep_models
 from rladctl.store.files import atomic_write_bytes, make_dir
-from rladctl.store.iterations import (
-    DiskPlan,
-    Retention,
-    prune,
-    read_record,
-    remove_record,
-    replay_start,
-    safetensors_numel,
-    write_record,
-)
+from rladctl.store.iterations import DiskPlan, Ledger, Retention, read_record, remove_record, safetensors_numel
 from rladctl.store.lock import claim_output
 
 
@@ -346,23 +337,17 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
 
 
 class Records:
-    """Writes each complete iteration's record and says which iterations a resumed run may skip:
-    those with a record of these settings (``iteration_fingerprint``) whose start weights are the
-    previous record's checkpoint, so the chain from ``run.student`` holds without any pruned file."""
+    """Iteration records (rladctl/store/iterations.py's ``Ledger``) with what this run expects of
+    them: a record may be skipped when it has these settings (``iteration_fingerprint``) and its
+    start weights are the previous record's checkpoint, so the chain from ``run.student`` holds
+    without opening any pruned file."""
 
     def __init__(self, recipe: LoadedRecipe, plan: Plan):
         self.recipe, self.plan = recipe, plan
+        run = recipe.run
+        keep = Retention(run.keep_last, run.keep_every, run.keep_artifacts)
+        self.ledger = Ledger(plan.iter_dir, keep, recipe.train.continue_optimizer)
         self._fixed: dict | None = None
-        self._read: dict[int, dict] = {}
-        self._pruned_below = 0  # iterations below it hold only what is kept for good (run.keep_every)
-
-    def read(self, i: int) -> dict | None:
-        if i not in self._read:
-            record = read_record(self.plan.iter_dir(i))
-            if record is None:
-                return None
-            self._read[i] = record
-        return self._read[i]
 
     def fixed(self) -> dict:
         """Identities of the start student and the teacher (hashed once, and only when needed)."""
@@ -381,7 +366,7 @@ class Records:
         """The identity iteration i's student must have: run.student's, or the previous record's checkpoint."""
         if i == 0:
             return self.fixed()["student"]
-        previous = self.read(i - 1)
+        previous = self.ledger.read(i - 1)
         return None if previous is None else previous["checkpoint"]["identity"]
 
     def fingerprint(self, i: int) -> str:
@@ -390,7 +375,7 @@ class Records:
     def skippable(self, i: int) -> dict | None:
         """Iteration i's record when it may be skipped; None when its stages must run (they resume
         or skip its artifacts); a record of other settings is refused with one line."""
-        record = self.read(i)
+        record = self.ledger.read(i)
         if record is None:
             return None
         if record["fingerprint"] != self.fingerprint(i) or record["start"] != self.start(i):
@@ -402,7 +387,7 @@ class Records:
         return record
 
     def write(self, i: int) -> dict:
-        """Iteration i is complete: its record, written last (rank 0)."""
+        """Iteration i is complete: its record."""
         from rladctl.models.identity import model_identity
         from rladctl.reports.run_report import iteration_row
         from rladctl.store.checkpoint import read_manifest, read_metrics
@@ -421,26 +406,11 @@ class Records:
             "row": iteration_row(d, i),
             "metrics": read_metrics(checkpoint),
         }
-        distributed.main_only(lambda: write_record(d, record))
-        self._read[i] = record
+        self.ledger.write(i, record)
         return record
 
     def prune(self, newest: int) -> None:
-        """Iteration ``newest`` is complete (its record exists): remove what ``run.keep_*`` does not
-        keep and no resume needs (rank 0; see rladctl/store/iterations.py)."""
-        run = self.recipe.run
-        records = [self.read(j) for j in range(newest + 1)]
-        if run.keep_last == 0 or any(r is None for r in records):
-            return  # every checkpoint kept, or iterations of an older rladctl without records: keep them all
-        has_state = [r["checkpoint"]["optimizer_state"] for r in records]
-        start = replay_start(newest, has_state, self.recipe.train.continue_optimizer)
-        keep = Retention(run.keep_last, run.keep_every, run.keep_artifacts)
-        checkpoints, artifacts = keep.checkpoints(newest, start), keep.artifacts(newest, start)
-        first = self._pruned_below
-        dirs = {j: self.plan.iter_dir(j) for j in range(first, newest + 1)}
-        freed = distributed.main_only(lambda: prune(dirs, checkpoints, artifacts))
-        self._pruned_below = max(0, min(newest - run.keep_last + 1, start))  # below: what stays for good
-        if freed:
+        if freed := self.ledger.prune_after(newest):
             log(f"pruned {freed / 1e6:.1f} MB of older iterations (run.keep_last, run.keep_every, run.keep_artifacts)")
 
 
@@ -506,9 +476,11 @@ def dry_run(recipe: LoadedRecipe) -> dict[str, Any]:
     }
 
 
-# Bytes per sampled completion token in Parquet, measured on the demo (ids, log-probs, text, and the
-# prompt columns spread over the row's tokens); scored rows repeat the rollout's and add lp_T.
+# Parquet bytes per sampled completion token (ids, log-probs, text, the prompt columns spread over
+# the row's tokens; scored rows repeat the rollout's and add lp_T), and the fixed bytes of each part
+# (schema and metadata), manifest, evaluation report (JSON, markdown, two plots) and record.
 ROLLOUT_BYTES_PER_TOKEN, SCORED_BYTES_PER_TOKEN, TOP_K_BYTES = 12, 16, 8
+PART_BYTES, MANIFEST_BYTES, EVAL_REPORT_BYTES, RECORD_BYTES = 6_000, 3_000, 60_000, 2_000
 
 
 def disk_estimate(recipe: LoadedRecipe, plan: Plan) -> dict[str, Any]:
@@ -523,19 +495,25 @@ def disk_estimate(recipe: LoadedRecipe, plan: Plan) -> dict[str, Any]:
     if numel is None:
         return {"peak": f"unknown: {run.student} has no local safetensors to count its parameters"}
     others = sum(f.stat().st_size for f in source.iterdir() if f.is_file() and f.suffix != ".safetensors")
-    per_token = ROLLOUT_BYTES_PER_TOKEN
+    per_token, artifacts = ROLLOUT_BYTES_PER_TOKEN, 2 if plan.needs_teacher else 1
     if plan.needs_teacher:
         per_token += SCORED_BYTES_PER_TOKEN + TOP_K_BYTES * recipe.score_teacher.top_k
-    eval_rows = (recipe.eval.num_prompts or recipe.task.eval_size) * check_pass_at(recipe.eval)
+    parts = -(-rollout.num_prompts // rollout.prompts_per_part)
+    n = check_pass_at(recipe.eval)
+    eval_prompts = recipe.eval.num_prompts or recipe.task.eval_size
+    eval_parts = -(-eval_prompts // max(1, 512 // n))  # eval's prompts per part (stages/evaluate.py)
+    eval_samples = eval_prompts * n * recipe.eval.max_new_tokens * ROLLOUT_BYTES_PER_TOKEN
     checkpoint, optimizer = 4 * numel + others, 8 * numel  # float32 weights; AdamW's two float32 moments
     many_steps = plan.steps_per_iteration > 1 and recipe.train.save_every
     disk = DiskPlan(
         iterations=plan.iterations,
         checkpoint_bytes=checkpoint,
         optimizer_bytes=optimizer,
-        artifact_bytes=rollout.num_prompts * rollout.group_size * rollout.max_new_tokens * per_token,
+        artifact_bytes=rollout.num_prompts * rollout.group_size * rollout.max_new_tokens * per_token
+        + artifacts * (parts * PART_BYTES + MANIFEST_BYTES),
         snapshot_bytes=2 * (checkpoint + optimizer) if many_steps else 0,  # train keeps its newest 2
-        eval_bytes=len(plan.eval_points) * eval_rows * recipe.eval.max_new_tokens * ROLLOUT_BYTES_PER_TOKEN,
+        eval_bytes=len(plan.eval_points) * (eval_samples + eval_parts * PART_BYTES + MANIFEST_BYTES + EVAL_REPORT_BYTES)
+        + plan.iterations * RECORD_BYTES,
     )
     has_state = [saves_optimizer_state(recipe, plan, i) for i in range(plan.iterations)]
     keep = Retention(run.keep_last, run.keep_every, run.keep_artifacts)
@@ -552,5 +530,6 @@ def disk_estimate(recipe: LoadedRecipe, plan: Plan) -> dict[str, Any]:
         "optimizer_state_bytes": optimizer,
         "artifacts_bytes_per_iteration": disk.artifact_bytes,
         "keys": {k: getattr(run, k) for k in ("keep_last", "keep_every", "keep_artifacts", "optimizer_state_every")},
-        "assumes": "completions at max_new_tokens; float32 weights; evaluations and records never pruned",
+        "assumes": "completions at max_new_tokens; float32 weights; evaluations and records never pruned; "
+        "the run's report and plots not counted",
     }

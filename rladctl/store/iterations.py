@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,49 @@ from rladctl.store.files import TMP_MARK, atomic_write_json, read_json
 RECORD = "_iteration.json"
 PRUNABLE = ("checkpoint", "rollouts", "scored")  # an iteration's directories, in the order they go
 PRUNED_MARK = f"{TMP_MARK}pruned"
+
+
+class Ledger:
+    """The records of one run directory (``iter_dir(i)`` is iteration i's directory), read once each,
+    and the pruning that follows them (``prune_after``)."""
+
+    def __init__(self, iter_dir: Callable[[int], Path], retention: Retention, continue_optimizer: bool):
+        self.iter_dir, self.retention, self.continue_optimizer = iter_dir, retention, continue_optimizer
+        self._read: dict[int, dict] = {}
+        self._settled_below = 0  # iterations below it hold only what is kept for good (run.keep_every)
+
+    def read(self, i: int) -> dict[str, Any] | None:
+        if i not in self._read:
+            record = read_record(self.iter_dir(i))
+            if record is None:
+                return None
+            self._read[i] = record
+        return self._read[i]
+
+    def write(self, i: int, record: dict[str, Any]) -> None:
+        """Iteration i is complete: its record, written last (rank 0 under torchrun)."""
+        from rladctl import distributed
+
+        distributed.main_only(lambda: write_record(self.iter_dir(i), record))
+        self._read[i] = record
+
+    def prune_after(self, newest: int) -> int:
+        """Iteration ``newest`` has its record: remove what the keys do not keep and no resume needs
+        (rank 0); bytes freed. Nothing while an iteration up to ``newest`` has no record (a run
+        directory of an older rladctl): its files are the only account of it."""
+        from rladctl import distributed
+
+        records = [self.read(j) for j in range(newest + 1)]
+        if self.retention.keep_last == 0 or any(r is None for r in records):
+            return 0
+        has_state = [r["checkpoint"]["optimizer_state"] for r in records]
+        start = replay_start(newest, has_state, self.continue_optimizer)
+        checkpoints = self.retention.checkpoints(newest, start)
+        artifacts = self.retention.artifacts(newest, start)
+        dirs = {j: self.iter_dir(j) for j in range(self._settled_below, newest + 1)}
+        freed = distributed.main_only(lambda: prune(dirs, checkpoints, artifacts)) or 0
+        self._settled_below = max(0, min(newest - self.retention.keep_last + 1, start))
+        return freed
 
 
 def read_record(iter_dir: Path) -> dict[str, Any] | None:
@@ -156,7 +200,7 @@ class DiskPlan:
     optimizer_bytes: int  # AdamW's two float32 moments, in the checkpoints that hold them
     artifact_bytes: int  # one iteration's rollouts + scored
     snapshot_bytes: int  # train's in-call snapshots (<out>.partial), while one train runs
-    eval_bytes: int  # every evaluation's samples (never pruned)
+    eval_bytes: int  # every evaluation (samples and report) and every record: never pruned
 
     def peak(self, retention: Retention, has_state: list[bool], continue_optimizer: bool) -> tuple[int, int]:
         """(bytes at the peak, bytes at the end) of the run directory."""
