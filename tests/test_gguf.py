@@ -175,6 +175,12 @@ def test_missing_packages_name_the_extra(monkeypatch):
     )
 
 
+def test_dtype_without_gguf_is_refused(tmp_path):
+    result = run_cli("init-model", str(tmp_path / "m"), "--dtype", "float32")
+    assert result.returncode == 2 and "--dtype applies to --gguf only" in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_gguf_and_shrink_from_together_are_refused(tiny, tmp_path):
     result = run_cli(
         "init-model", str(tmp_path / "m"), "--gguf", str(tiny["gguf"]), "--shrink-from", str(tiny["converted"])
