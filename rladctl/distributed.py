@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -81,6 +82,23 @@ def _shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def finish() -> None:
+    """Leave the process group after a command that succeeded: wait for every rank, then destroy it.
+
+    A rank that tears its group down while a peer is still using it (a slow rank under load) can
+    make gloo abort at exit ("terminate called without an active exception"); the barrier makes the
+    ranks leave together. The atexit hook stays for every other way out (an error, Ctrl-C), where
+    a barrier could wait for a rank that is gone.
+    """
+    if "torch.distributed" not in sys.modules:  # no command that joined a group ran
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

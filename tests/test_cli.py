@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,18 +72,14 @@ def rollout_args(models, out: Path, *extra: str) -> list[str]:
 # help
 
 
-def test_help_is_fast_and_lists_every_command_with_its_summary():
-    # A new interpreter each time: what a user waits for is the start of a process.
+def test_help_lists_every_command_with_its_summary():
+    # A new interpreter, as a user runs it. That --help is instant is checked by what it imports
+    # (next test), not by a clock: a timed test fails on a loaded machine.
     env = dict(os.environ, **WIDE)
-    best, done = float("inf"), None
-    for _ in range(3):
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "rladctl", "--help"], capture_output=True, text=True, env=env, timeout=60
-        )
-        best = min(best, time.perf_counter() - started)
-        assert done.returncode == 0, done.stderr
-    assert best < 1.0, f"rladctl --help took {best:.2f} s at best"
+    done = subprocess.run(
+        [sys.executable, "-m", "rladctl", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
     lines = [squash(line) for line in done.stdout.splitlines()]
     for name, command in commands().items():
         text = summary(command)
