@@ -381,48 +381,86 @@ def warmup(
     batch_size: int = typer.Option(64, "--batch-size", help="Prompts per step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine decay to 10%)."),
     seed: int = typer.Option(0, "--seed", help="Seed (also picks where in the training split to start)."),
+    target: float | None = typer.Option(
+        None,
+        "--target",
+        help="Stop once held-out Mean@k (the recipe's eval settings) reaches this; fail if --steps run out first.",
+    ),
+    check_every: int = typer.Option(50, "--check-every", help="Steps between held-out checks (with --target)."),
+    check_prompts: int = typer.Option(64, "--check-prompts", help="Held-out questions per check (with --target)."),
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Supervised warm-up on gold answers: makes a tiny local teacher competent (no download).
 
-    Example: rladctl warmup models/teacher --recipe recipes/demo.toml --steps 600
+    With --target the competence is checked: the warm-up stops at the first held-out check that
+    reaches it, and ends with one error line (the model unchanged) if the step budget runs out first.
+
+    Example: rladctl warmup models/teacher --recipe recipes/demo.toml --steps 1500 --lr 3e-3 --target 0.85
     """
     from rladctl.stages.warmup import warmup as run_warmup
 
     rec = load(recipe, {"task.name": task}, set_)
-    print_summary("warmup", run_warmup(rec, model, steps=steps, batch_size=batch_size, lr=lr, seed=seed), as_json)
+    summary = run_warmup(
+        rec,
+        model,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        target=target,
+        check_every=check_every,
+        check_prompts=check_prompts,
+    )
+    print_summary("warmup", summary, as_json)
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where models, the run and its report go."),
-    iterations: int | None = typer.Option(None, "--iterations", help="RLAD iterations (default: the demo recipe's)."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where models, the runs and their reports go."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the models' init and warm-up, the rollouts and training."),
+    methods: str = typer.Option(
+        "rlad,grpo", "--methods", help="Methods trained from the same student (rladctl compare's labels)."
+    ),
+    iterations: int | None = typer.Option(
+        None, "--iterations", help="Iterations per method (default: the demo recipe's)."
+    ),
     set_: list[str] = SetOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """The whole pipeline on tiny local models: warm-up, RLAD iterations, eval before vs after.
+    """The whole pipeline on tiny local models: warm-up, RLAD and GRPO from the same student, eval before vs after.
 
-    Example: rladctl demo --out runs/demo
+    Example: rladctl demo --out runs/demo --seed 1
     """
     from rladctl.stages.demo import run_demo
 
-    summary = run_demo(out, iterations=iterations, overrides=set_)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    summary = run_demo(out, chosen, iterations=iterations, overrides=set_, seed=seed)
+    key = next(iter(summary.before))
     if as_json:
-        sys.stdout.write(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(summary.to_dict() | {"verdict": summary.verdict(key)}, indent=2) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"rladctl demo: the student before and after RLAD ({summary.seconds:.0f} s)", title_justify="left"
-    )
+    title = f"rladctl demo, seed {summary.seed}: the student before and after ({summary.seconds:.0f} s)"
+    table = Table(title=title, title_justify="left")
     for column in ("student", *summary.before):
         table.add_column(column)
-    for name, values in (("before", summary.before), ("after RLAD", summary.after)):
+    rows = [("before", summary.before), *((f"after {m}", v) for m, v in summary.after.items())]
+    for name, values in rows:
         table.add_row(name, *[f"{v:.3f}" for v in values.values()])
-    Console().print(table)
-    Console().print(f"report: {summary.report}")
+    table.add_row("teacher (warm-up check)", *[f"{v:.3f}" for v in summary.teacher.values()])
+    console = Console()
+    console.print(table)
+    for method, values in summary.after.items():
+        console.print(
+            f"{method}: {key} {summary.before[key]:.3f} -> {values[key]:.3f} ({values[key] - summary.before[key]:+.3f})"
+        )
+    if len(summary.after) > 1:
+        console.print(summary.verdict(key))
+    for method, report in summary.reports.items():
+        console.print(f"{method} report: {report}")
 
 
 @app.command()
