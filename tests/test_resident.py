@@ -147,6 +147,7 @@ def test_skipped_optimizer_states_are_rebuilt_by_replay_after_an_interruption(mo
         "run.iterations=3",
         "run.eval_before=false",
         "run.optimizer_state_every=3",
+        "run.keep_last=0",  # every checkpoint stays, to be read below (tests/faults/test_prune.py prunes)
         "rollout.num_prompts=2",
         "rollout.group_size=4",
         "rollout.max_new_tokens=8",
