@@ -165,3 +165,24 @@ def test_a_demo_sized_run_holds_at_most_keep_last_checkpoints(models, tmp_path):
     # Checkpoints 0-4 saved no AdamW state (optimizer_state_every = 10), so a resume after 4 replays
     # from the start: they were kept until the final one, which holds it, made them unneeded.
     assert used <= disk["end_bytes"] * 1.5, (used, disk)
+
+
+def test_a_rerun_reads_the_evaluations_of_pruned_checkpoints_from_their_samples(models, tmp_path):
+    """eval_every = 1 with keep_last = 1: a complete run re-run skips every iteration, and takes the
+    evaluations of the pruned checkpoints from their samples (the same report); other eval settings
+    cannot be checked against a pruned checkpoint and are refused in one line."""
+    from conftest import run_cli
+    from faultlib import one_line_error
+
+    args = run_args(models, tmp_path / "out", "run.iterations=3", "run.eval_every=1", "run.eval_before=false")
+    first = run_cli(*args, "--json")
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "out" / "iter-0000" / "checkpoint").exists()
+    report = (tmp_path / "out" / "report.md").read_text()
+    again = run_cli(*args, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["evals"] == json.loads(first.stdout)["evals"]
+    assert (tmp_path / "out" / "report.md").read_text() == report
+    other = run_cli(*args, *sets("eval.temperature=0.9"))
+    error = one_line_error(other.stderr)
+    assert other.returncode == 2 and error and "eval/step-0001" in error and "pruned" in error, other.stderr
