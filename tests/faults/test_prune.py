@@ -170,7 +170,8 @@ def test_a_demo_sized_run_holds_at_most_keep_last_checkpoints(models, tmp_path):
 def test_a_rerun_reads_the_evaluations_of_pruned_checkpoints_from_their_samples(models, tmp_path):
     """eval_every = 1 with keep_last = 1: a complete run re-run skips every iteration, and takes the
     evaluations of the pruned checkpoints from their samples (the same report); other eval settings
-    cannot be checked against a pruned checkpoint and are refused in one line."""
+    cannot be checked against a pruned checkpoint, and other train settings against a record: each
+    is refused in one line."""
     from conftest import run_cli
     from faultlib import one_line_error
 
@@ -186,3 +187,7 @@ def test_a_rerun_reads_the_evaluations_of_pruned_checkpoints_from_their_samples(
     other = run_cli(*args, *sets("eval.temperature=0.9"))
     error = one_line_error(other.stderr)
     assert other.returncode == 2 and error and "eval/step-0001" in error and "pruned" in error, other.stderr
+    # A record of other settings: refused before any work, naming the iteration.
+    changed = run_cli(*args, *sets("train.lr=2e-3"))
+    error = one_line_error(changed.stderr)
+    assert changed.returncode == 2 and error and "iteration 0 " in error and "other settings" in error, changed.stderr
