@@ -21,14 +21,6 @@ from rladctl.errors import ConfigError
 from rladctl.progress import log
 
 
-def method_objectives() -> dict[str, str]:
-    """Method label -> objective name, in registry order: each objective's record carries its label
-    (rlad is trrd; offline is distillation from reward-filtered teacher samples)."""
-    from rladctl.objectives import OBJECTIVES
-
-    return {objective.method: name for name, objective in OBJECTIVES.items()}
-
-
 @dataclass
 class MethodRun:
     method: str
@@ -40,6 +32,7 @@ class MethodRun:
 
 
 def run_method(recipe: LoadedRecipe, method: str, seed: int, out: Path, student: str, teacher: str) -> MethodRun:
+    from rladctl.objectives import method_objectives
     from rladctl.reports.run_report import iteration_rows
     from rladctl.stages.run import evaluate_point, make_plan, run_loop
 
@@ -74,6 +67,7 @@ def run_compare(
     recipe: LoadedRecipe, seeds: int, methods: list[str], out: str | Path, results: str | Path | None = None
 ) -> dict[str, Any]:
     """Train every method for every seed from the same start, evaluate, write the results page."""
+    from rladctl.objectives import method_objectives
     from rladctl.stages.demo import STUDENT, TEACHER, build_model
 
     known = method_objectives()

@@ -115,7 +115,7 @@ def run_demo(
 ) -> DemoSummary:
     """Build (or reuse) the pair, then train the same student with each method (``rladctl compare``'s
     method labels; the first is evaluated before training too) and evaluate the results."""
-    from rladctl.stages.compare import method_objectives
+    from rladctl.objectives import method_objectives
     from rladctl.stages.run import run_loop
 
     if not methods or any(m not in method_objectives() for m in methods):

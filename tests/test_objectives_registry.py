@@ -56,7 +56,7 @@ def test_every_record_says_what_its_objective_needs():
 
 
 def test_compare_takes_its_method_labels_from_the_records():
-    from rladctl.stages.compare import method_objectives
+    from rladctl.objectives import method_objectives
 
     assert method_objectives() == {
         "rlad": "trrd",

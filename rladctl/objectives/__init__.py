@@ -66,6 +66,13 @@ def get_objective(name: str) -> LossFn:
     return get_objective_record(name).loss
 
 
+def method_objectives() -> dict[str, str]:
+    """Method label -> objective name, in registry order: each record carries its label as
+    `rladctl compare` and the demo name it (rlad is trrd; offline is distillation from reward-filtered
+    teacher samples)."""
+    return {objective.method: name for name, objective in OBJECTIVES.items()}
+
+
 __all__ = [
     "AGGREGATIONS",
     "OBJECTIVES",
@@ -85,6 +92,7 @@ __all__ = [
     "kdrl_beta",
     "kdrl_loss",
     "kdrl_schedule",
+    "method_objectives",
     "opd_grpo_loss",
     "opd_loss",
     "register",
