@@ -82,7 +82,9 @@ class _Server:
             try:
                 code = self._reply(timeout=timeout)["exit"]
             except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
+                # The whole group: a command's own children (vLLM's engine and worker processes)
+                # would otherwise outlive it, holding memory and CPU for the rest of the suite.
+                os.killpg(pid, signal.SIGKILL)
                 self._reply(timeout=60)
                 raise subprocess.TimeoutExpired(
                     argv, timeout, out.read_text(errors="replace"), err.read_text(errors="replace")
@@ -141,6 +143,7 @@ def _child(request: dict, private: list[int]) -> None:
     """Become the requested process; never returns."""
     code = 1
     try:
+        os.setpgid(0, 0)  # its own process group, so that a timeout can stop everything it started
         for fd in private:
             os.close(fd)
         os.chdir(request["cwd"])
