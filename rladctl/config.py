@@ -188,6 +188,10 @@ class RunConfig:
     keep_models: bool = (
         True  # on a CPU, keep the teacher and the latest student in memory between stages (rladctl/resident.py)
     )
+    # backend = "vllm": build each engine (student, teacher) once per run and put every new checkpoint's
+    # weights into the student's in place; false: a new engine per stage, as `rladctl rollout` alone does
+    # (rladctl/engines.py)
+    keep_engines: bool = True
     # Write the student's AdamW state (2x its weights) with every Nth iteration's checkpoint and the
     # last; the others hold weights only. A resumed run rebuilds a missing state by replaying train
     # from the saved artifacts. Where models are not kept (off, a GPU, torchrun), every checkpoint holds it.

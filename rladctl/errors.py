@@ -49,6 +49,10 @@ class MissingDependencyError(RladError, ImportError):
     """An optional extra is not installed."""
 
 
+class EngineError(RladError, RuntimeError):
+    """An inference engine (vLLM) failed to start or died; re-running the command resumes."""
+
+
 def close_matches(word: str, choices) -> str:
     """A 'did you mean' suffix, or '' when nothing is close."""
     import difflib

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rladctl import distributed
+from rladctl import distributed, engines
 from rladctl.config import ENGINE_SPEED_KEYS, LoadedRecipe, to_plain
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import RunStatus, log, status_line
@@ -265,6 +265,7 @@ def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = Fa
             continue
         t0 = time.perf_counter()
         if name == "train":
+            engines.sleep()  # kept vLLM engines hand the GPU to train; the next rollout wakes them
             with contextlib.nullcontext() if active() else keep_models():  # a replay hands its state on in memory
                 rebuild_optimizer_state(recipe, plan, i, overwrite)
                 stage(it, overwrite=overwrite)
@@ -296,7 +297,9 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     loggers = open_loggers(recipe.log, plan.run_dir, plan.run_dir.name, recipe.to_dict())
     step = 0  # optimizer steps so far, counted across iterations: the loggers' x-axis
     records = Records(recipe, plan)
-    with loggers, status_line(status), keep_models(recipe.run.keep_models):
+    # vLLM engines built once for the run (rladctl/engines.py); vLLM's log goes to RUN_DIR/vllm.log
+    kept_engines = engines.keep_engines(recipe.run.keep_engines, frozen=(recipe.run.teacher,), log_dir=plan.run_dir)
+    with loggers, status_line(status), keep_models(recipe.run.keep_models), kept_engines:
         if 0 in plan.eval_points:
             evals[0] = evaluate_point(recipe, plan, 0, overwrite)
             log_eval(loggers, status, evals[0], K, step)

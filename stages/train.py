@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rladctl import distributed, resident
+from rladctl import distributed, engines, resident
 from rladctl.config import LoadedRecipe, TrainConfig, check_ranges, to_plain
 from rladctl.errors import ArtifactError, ConfigError
 from rladctl.progress import log, meter
@@ -511,6 +511,8 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
             after=lambda: shutil.rmtree(partial, ignore_errors=True),
             with_optimizer=cfg.save_optimizer,
         )
+    if not distributed.is_fsdp(model):  # `rladctl run`: kept vLLM engines take the new weights in place
+        engines.trained(out, hf_model)
     if distributed.world_size() == 1 and not distributed.is_fsdp(
         model
     ):  # `rladctl run`: the next stages start from memory

@@ -14,7 +14,7 @@ import dataclasses
 import importlib
 import typing
 
-from rladctl import distributed
+from rladctl import distributed, engines
 from rladctl.backends.base import (
     Backend,
     BackendInfo,
@@ -74,14 +74,15 @@ def resolve(name: str, fallback_to_hf: bool) -> Backend:
 
 
 def check_ranks(name: str, fallback_to_hf: bool, stage: str) -> None:
-    """Refuse a one-process backend started on several ranks (vLLM spreads one engine over GPUs itself).
+    """Refuse a one-process backend started on several ranks (vLLM spreads one engine over GPUs itself),
+    except inside `rladctl run`, whose kept engines run one per rank (rladctl/engines.py).
 
     Resolves the backend (imports it) only where that could refuse: under torchrun.
     """
     if not distributed.enabled() or not get(name).one_process:
         return
     backend = resolve(name, fallback_to_hf)
-    if backend.one_process:
+    if backend.one_process and not (backend.keepable and engines.active()):
         raise ConfigError(
             f"{stage} with backend '{backend.name}' was started on {distributed.world_size()} ranks",
             "under torchrun",
@@ -92,15 +93,22 @@ def check_ranks(name: str, fallback_to_hf: bool, stage: str) -> None:
 
 def load_generator(engine: EngineConfig, model: str, *, batch_size: int, seed: int) -> Generator:
     """The sampling backend ``engine`` names (resolved as ``resolve`` does), for ``model`` on this rank's device."""
-    backend = resolve(engine.backend, engine.fallback_to_hf)
-    return backend.load_generator(_on_this_rank(engine), model, batch_size=batch_size, seed=seed)
+    backend, cfg = resolve(engine.backend, engine.fallback_to_hf), _on_this_rank(engine)
+    keeper = engines.active() if backend.keepable else None
+    if keeper is None:
+        return backend.load_generator(cfg, model, batch_size=batch_size, seed=seed)
+    # `rladctl run`: one engine for the run, which takes each new checkpoint in place
+    return keeper.generator(cfg, model, lambda: backend.load_generator(cfg, model, batch_size=0, seed=seed, kept=True))
 
 
 def load_scorer(engine: EngineConfig, model: str, params: ScoringParams, backend: Backend | None = None) -> Scorer:
     """The scoring backend for ``model`` on this rank's device; ``backend``: already resolved by the
     caller (score-teacher resolves before loading, since the backend enters the fingerprint)."""
-    backend = backend or resolve(engine.backend, engine.fallback_to_hf)
-    return backend.load_scorer(_on_this_rank(engine), model, params)
+    backend, cfg = backend or resolve(engine.backend, engine.fallback_to_hf), _on_this_rank(engine)
+    keeper = engines.active() if backend.keepable else None
+    if keeper is None:
+        return backend.load_scorer(cfg, model, params)
+    return keeper.scorer(cfg, model, params, lambda: backend.load_scorer(cfg, model, params, kept=True))
 
 
 def _on_this_rank(engine: EngineConfig) -> EngineConfig:

@@ -97,6 +97,9 @@ class Backend:
     load_scorer: Callable[..., Scorer]
     # Spreads one engine over GPUs itself (tensor parallelism), so it never runs under torchrun.
     one_process: bool = False
+    # Its loaders take ``kept=True`` and return an engine that `rladctl run` keeps through the run
+    # (rladctl/engines.py): sleep(level), wake(tags), load_weights(named tensors), load_weights_from(dir).
+    keepable: bool = False
     # Added to a scored artifact's fingerprint. hf adds nothing: its artifacts predate the key.
     fingerprint: Mapping[str, str] = field(default_factory=dict)
     # Raises MissingDependencyError where the backend cannot run (a package not installed).

