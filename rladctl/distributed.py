@@ -339,3 +339,186 @@ def load_model_state(module, state: dict, prefix: str) -> None:
     set_model_state_dict(
         module, {prefix + k: v for k, v in state.items()}, options=StateDictOptions(full_state_dict=True, strict=False)
     )
+
+
+def sharded_optimizer_state(module, optimizer) -> dict:
+    """This rank's shard of an FSDP2 module's optimizer state (DTensors, keyed by parameter name), to
+    load back with ``load_sharded_optimizer_state`` into the same module shape on the same ranks."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, optimizer)
+
+
+def load_sharded_optimizer_state(module, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, optimizer, state)
+
+
+def unsharded_copy(hf_model):
+    """A plain float32 copy of an FSDP2-sharded Hugging Face model on this rank's CPU, for sampling
+    and for the next train to shard again. Call it on every rank: each parameter is all-gathered
+    once (one collective per parameter, never per forward) and moved to the CPU; buffers (rotary
+    tables) are copied in their own dtype. Needs the whole model's float32 weights in host memory,
+    as FSDP2's load does."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):  # no init: every tensor is replaced below
+        plain = AutoModelForCausalLM.from_config(copy.deepcopy(hf_model.config))
+    plain.to_empty(device="cpu")
+    plain.tie_weights()  # to_empty gave a tied head a tensor of its own
+    with torch.no_grad():
+        for name, param in hf_model.named_parameters():  # a tied head: once, under its first name
+            plain.get_parameter(name).data = _full(param.detach()).to("cpu", copy=True)
+        for name, buffer in hf_model.named_buffers():
+            owner, _, leaf = name.rpartition(".")
+            plain.get_submodule(owner)._buffers[leaf] = buffer.detach().to("cpu", copy=True)
+    plain.generation_config = copy.deepcopy(hf_model.generation_config)
+    return plain.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# a rank that dies: one line on rank 0 naming it and its stage
+
+
+class RankLost(BaseException):
+    """SIGTERM from torchrun, which stops the ranks left once one has died (see ``watch_ranks``).
+    A BaseException, so that no ``except Exception`` on the way swallows it."""
+
+
+_watch: dict[str, Any] = {}  # the status directory, this rank's stage, and the peers' (host, pid)
+
+STATUS_DIR = ".rladctl-ranks"  # under the run directory (shared by every node, DESIGN §6)
+
+
+def watch_ranks(run_dir):
+    """Within this block (``rladctl run`` under torchrun), a rank that dies ends the run with one
+    error line on rank 0 that names the rank and its stage, instead of a traceback or a silent stop.
+
+    Every rank records its stage (``at_stage``) in ``RUN_DIR/.rladctl-ranks/rank-R``, with the
+    error that stops it if it raises one (a CUDA out-of-memory, say). When a rank is killed
+    (SIGKILL, the kernel's OOM killer), rank 0 learns it either from a collective that fails or from
+    torchrun, which sends SIGTERM to the ranks left; either way it finds the ranks that are gone (a
+    process on this node that no longer runs, or one that recorded an error) and raises a
+    ``RladError`` naming the first one. The other ranks leave quietly. Nothing for one process.
+    """
+    if not enabled():
+        return contextlib.nullcontext()
+    return _watching(run_dir)
+
+
+@contextlib.contextmanager
+def _watching(run_dir):
+    import signal
+    from pathlib import Path
+
+    init()
+    status = Path(run_dir) / STATUS_DIR
+    main_only(lambda: status.mkdir(parents=True, exist_ok=True))
+    peers = dict(enumerate(all_gather_objects((socket.gethostname(), os.getpid()))))
+    _watch.update(dir=status, peers=peers, stage="start-up")
+    at_stage("start-up")
+
+    def on_term(signum, frame):  # torchrun stops the ranks left after one failed
+        raise RankLost("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except BaseException as exc:
+        # A collective fails on the ranks left when a peer dies (gloo: "Connection closed by peer").
+        collective = isinstance(exc, RuntimeError) and bool(lost_ranks(status, rank(), peers))
+        if not isinstance(exc, RankLost) and not collective:
+            _record(_watch["stage"], error=f"{type(exc).__name__}: {_first_line(exc)}")
+            raise  # this rank's own error (a user error raised on every rank, too): it prints it
+        if not is_main():
+            raise SystemExit(1) from None  # rank 0 says what happened
+        raise rank_lost_error(lost_ranks(status, rank(), peers), _watch["stage"], run_dir) from None
+    else:
+        barrier()
+        main_only(lambda: _remove_tree(status))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _watch.clear()
+
+
+def at_stage(stage: str) -> None:
+    """Record that this rank now runs ``stage`` (a no-op outside ``watch_ranks``)."""
+    if _watch:
+        _watch["stage"] = stage
+        _record(stage)
+
+
+def _record(stage: str, error: str | None = None) -> None:
+    import json
+
+    path = _watch["dir"] / f"rank-{rank()}"
+    entry = {"rank": rank(), "host": socket.gethostname(), "pid": os.getpid(), "stage": stage, "error": error}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, path)
+
+
+def lost_ranks(status_dir, me: int, peers: dict[int, tuple[str, int]]) -> list[dict]:
+    """The ranks other than ``me`` that are gone: each one's last record (rank, stage, error).
+
+    A rank is gone when it recorded an error, or when its process, on this node, no longer runs
+    (or is a zombie its launcher has not reaped). A rank on another node that was killed without a
+    word cannot be told from a live one here.
+    """
+    import json
+    from pathlib import Path
+
+    here, lost = socket.gethostname(), []
+    for r, (host, pid) in sorted(peers.items()):
+        if r == me:
+            continue
+        try:
+            entry = json.loads((Path(status_dir) / f"rank-{r}").read_text())
+        except (OSError, ValueError):
+            entry = {"rank": r, "stage": "start-up", "error": None}
+        if entry.get("error") or (host == here and not _running(pid)):
+            lost.append(entry)
+    return lost
+
+
+def rank_lost_error(lost: list[dict], my_stage: str, run_dir):
+    from rladctl.errors import RladError
+
+    fix = "Re-run the same command (any number of ranks) to resume; finished parts and iterations are kept"
+    if not lost:
+        what = f"another rank (on another node) stopped while rank 0 ran {my_stage}; torchrun's report names it"
+        return RladError(what, f"in {run_dir}", fix)
+    first = lost[0]
+    cause = first.get("error") or "killed: out of memory (the kernel's OOM killer) or SIGKILL"
+    what = f"rank {first['rank']} of {world_size()} died during {first['stage']} ({cause})"
+    return RladError(what, f"in {run_dir}", fix)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _remove_tree(path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

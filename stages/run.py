@@ -7,8 +7,9 @@ offline distillation instead: the *teacher* samples, train keeps the rows its re
 (those that reach a reward), and the student is fine-tuned on them. Evaluations land in
 ``RUN_DIR/eval/step-{k:04d}`` (k = policy updates so far). Every stage skips complete artifacts
 whose inputs match, so re-running the same command after any interruption resumes the loop.
-Within one process the teacher and the newest student stay in memory between stages
-(``run.keep_models``, see rladctl/resident.py); every artifact is written all the same.
+The teacher and the newest student stay in memory between stages, on every rank and on a GPU too
+unless a vLLM engine shares it (``run.keep_models``, see rladctl/resident.py); every artifact is
+written all the same.
 
 A complete iteration leaves a record, ``iter-{i:04d}/_iteration.json``; a resumed run skips the
 iterations that have one without opening their files, so older checkpoints and artifacts are
@@ -137,15 +138,25 @@ def iteration_recipe(recipe: LoadedRecipe, plan: Plan, i: int) -> LoadedRecipe:
 
 def saves_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int) -> bool:
     """Every run.optimizer_state_every-th checkpoint and the last; all of them when train cannot hand
-    its state on in memory (models not kept, a GPU, several ranks, or FSDP2's shards)."""
+    its state on in memory (models not kept, or a GPU shared with a backend's own engine)."""
     import torch
 
     from rladctl.resident import on_cpu
 
     device = recipe.train.device
     cpu = on_cpu(device) or (device == "auto" and not torch.cuda.is_available())
-    in_memory = recipe.run.keep_models and cpu and distributed.world_size() == 1 and recipe.train.parallel != "fsdp"
+    in_memory = recipe.run.keep_models and (cpu or recipe.train.parallel == "fsdp" or keeps_device_models(recipe))
     return not in_memory or (i + 1) % recipe.run.optimizer_state_every == 0 or i + 1 == plan.iterations
+
+
+def keeps_device_models(recipe: LoadedRecipe) -> bool:
+    """Models on a GPU stay in memory between stages, unless a stage's backend is a one-process
+    engine (vLLM), which reserves a fraction of each GPU's memory for itself when it starts; models
+    on the CPU always do (``run.keep_models``)."""
+    from rladctl.backends import get
+
+    stages = (recipe.rollout, recipe.score_teacher, recipe.eval)
+    return recipe.run.keep_models and not any(get(t.backend).one_process for t in stages)
 
 
 def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = False) -> None:
@@ -182,6 +193,7 @@ def rebuild_optimizer_state(recipe: LoadedRecipe, plan: Plan, i: int, overwrite:
 def evaluate_point(recipe: LoadedRecipe, plan: Plan, k: int, overwrite: bool):
     from rladctl.stages.evaluate import run_eval
 
+    distributed.at_stage(f"eval after iteration {k}")
     model = plan.student_at(k, recipe.run.student)
     out = plan.run_dir / "eval" / f"step-{k:04d}"
     if k > 0 and not Path(model).exists() and not overwrite:  # pruned: its evaluation was complete before
@@ -264,6 +276,7 @@ def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = Fa
         if name == "score-teacher" and not plan.needs_teacher:
             continue
         t0 = time.perf_counter()
+        distributed.at_stage(f"{name} of iteration {i + 1}")
         if name == "train":
             engines.sleep()  # kept vLLM engines hand the GPU to train; the next rollout wakes them
             with contextlib.nullcontext() if active() else keep_models():  # a replay hands its state on in memory
@@ -278,7 +291,7 @@ def run_iteration(recipe: LoadedRecipe, plan: Plan, i: int, overwrite: bool = Fa
 def run_loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     cfg = recipe.run
     inputs = {"student": cfg.student, "teacher": cfg.teacher, "task file": recipe.task.path}
-    with claim_output(cfg.dir, inputs, distributed.is_main()):
+    with claim_output(cfg.dir, inputs, distributed.is_main()), distributed.watch_ranks(cfg.dir):
         return loop(recipe, overwrite)
 
 
@@ -299,7 +312,12 @@ def loop(recipe: LoadedRecipe, overwrite: bool = False) -> RunSummary:
     records = Records(recipe, plan)
     # vLLM engines built once for the run (rladctl/engines.py); vLLM's log goes to RUN_DIR/vllm.log
     kept_engines = engines.keep_engines(recipe.run.keep_engines, frozen=(recipe.run.teacher,), log_dir=plan.run_dir)
-    with loggers, status_line(status), keep_models(recipe.run.keep_models), kept_engines:
+    with (
+        loggers,
+        status_line(status),
+        keep_models(recipe.run.keep_models, on_device=keeps_device_models(recipe)),
+        kept_engines,
+    ):
         if 0 in plan.eval_points:
             evals[0] = evaluate_point(recipe, plan, 0, overwrite)
             log_eval(loggers, status, evals[0], K, step)

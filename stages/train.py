@@ -513,13 +513,28 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
         )
     if not distributed.is_fsdp(model):  # `rladctl run`: kept vLLM engines take the new weights in place
         engines.trained(out, hf_model)
-    if distributed.world_size() == 1 and not distributed.is_fsdp(
-        model
-    ):  # `rladctl run`: the next stages start from memory
-        optimizer.zero_grad(set_to_none=True)
-        state = {"step": torch.tensor(global_start + len(steps)), "optimizer": optimizer.state_dict()}
-        resident.hand_on(out, hf_model, torch.float32, str(device), state)
+    hand_on(out, model, hf_model, optimizer, device, global_start + len(steps))
     return summary_from(out, skipped=False)
+
+
+def hand_on(out: Path, model, hf_model, optimizer, device, step: int) -> None:
+    """`rladctl run`: the next stages start from memory, on every rank (rladctl/resident.py).
+
+    DDP ranks hold the whole model: it is handed on as it is. FSDP2 ranks hold shards: each rank
+    gathers the weights once, parameter by parameter, into a plain float32 copy on its CPU (which
+    the next rollout copies to the GPU in its dtype and samples from with no collective per token,
+    and the next train shards again), and keeps its own shard of the AdamW state where it is.
+    """
+    fsdp = distributed.is_fsdp(model)
+    if not resident.keeps_on("cpu" if fsdp else str(device)):
+        return
+    optimizer.zero_grad(set_to_none=True)
+    if fsdp:
+        state = {"step": torch.tensor(step), "optimizer": distributed.sharded_optimizer_state(model, optimizer)}
+        resident.hand_on(out, distributed.unsharded_copy(hf_model), torch.float32, "cpu", state | {"sharded": True})
+    else:
+        state = {"step": torch.tensor(step), "optimizer": optimizer.state_dict()}
+        resident.hand_on(out, hf_model, torch.float32, str(device), state)
 
 
 def train_loggers(recipe: LoadedRecipe, replay: bool) -> Loggers:
@@ -643,9 +658,8 @@ def load_start_optimizer(cfg: TrainConfig, model, optimizer) -> int:
     if state is None:
         return 0
     if "optimizer" in state:
-        distributed.load_optimizer_state(
-            model, optimizer, state["optimizer"]
-        )  # also restores the saved hyperparameters,
+        load = distributed.load_sharded_optimizer_state if state.get("sharded") else distributed.load_optimizer_state
+        load(model, optimizer, state["optimizer"])  # also restores the saved hyperparameters,
         for group in optimizer.param_groups:  # but this run's recipe decides them
             group.update(betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     else:

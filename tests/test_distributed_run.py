@@ -19,6 +19,8 @@ from conftest import TASK_SETS, sets
 from safetensors.torch import load_file
 from test_distributed import torchrun
 
+from rladctl.store.iterations import read_record
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,7 @@ def run_args(models, run_dir: Path, iterations: int) -> list[str]:
             f"run.teacher={models['teacher']}",
             f"run.iterations={iterations}",
             "run.keep_last=1",
+            "run.optimizer_state_every=5",
             "run.eval_before=false",
             "rollout.num_prompts=4",
             "rollout.group_size=4",
@@ -72,12 +75,29 @@ def assert_same_run(two: Path, one: Path, final: str) -> None:
 
 
 def test_run_on_two_ranks_equals_one_process(models, tmp_path):
-    """Two iterations, the first pruned after the second (keep_last = 1) on both. About 75 s on 2
-    loaded cores, nearly all of it the three processes' start-up (one iteration takes as long)."""
-    one_process(run_args(models, tmp_path / "one", 2))
-    torchrun(*run_args(models, tmp_path / "two", 2))
-    assert_same_run(tmp_path / "two", tmp_path / "one", "iter-0001/checkpoint")
+    """Three iterations, the first two pruned (keep_last = 1) on both. Every rank keeps its models
+    and AdamW state in memory, so only the last checkpoint holds the state, as in one process. About
+    75 s on 2 loaded cores, nearly all of it the three processes' start-up."""
+    one_process(run_args(models, tmp_path / "one", 3))
+    torchrun(*run_args(models, tmp_path / "two", 3))
+    assert_same_run(tmp_path / "two", tmp_path / "one", "iter-0002/checkpoint")
     assert not (tmp_path / "two" / "iter-0000" / "checkpoint").exists()
+    assert [read_record(tmp_path / "two" / f"iter-000{i}")["checkpoint"]["optimizer_state"] for i in range(3)] == [
+        False,
+        False,
+        True,
+    ]
+
+
+def test_fsdp_ranks_that_keep_their_models_write_what_ranks_that_reload_write(models, tmp_path):
+    """FSDP2: each rank gathers an unsharded copy once per iteration and keeps its shard of the
+    AdamW state; the files equal those of ranks that load everything from disk every stage (FSDP2's
+    sums run in another order than one process's, so that is the exact reference)."""
+    fsdp = ["--set", 'train.parallel="fsdp"']
+    torchrun(*run_args(models, tmp_path / "kept", 3), *fsdp)
+    torchrun(*run_args(models, tmp_path / "loaded", 3), *fsdp, "--set", "run.keep_models=false")
+    assert_same_run(tmp_path / "kept", tmp_path / "loaded", "iter-0002/checkpoint")
+    assert read_record(tmp_path / "kept" / "iter-0001")["checkpoint"]["optimizer_state"] is False
 
 
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
@@ -114,5 +134,42 @@ def test_a_rank_killed_mid_iteration_then_rerun_equals_an_uninterrupted_run(mode
     os.kill(pid, signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert errors[0].startswith("error: rank 1 of 2 died during ") and " of iteration 2 (killed: " in errors[0]
     torchrun(*args)
     assert_same_run(tmp_path / "two", tmp_path / "one", "iter-0002/checkpoint")
+
+
+def test_rank_0_names_a_rank_that_is_gone_and_its_stage(tmp_path, monkeypatch):
+    """What rank 0 says once a peer has died: the rank whose process on this node no longer runs
+    (a zombie counts as gone), or that recorded an error (any node), with its last stage."""
+    import json
+    import socket
+
+    from rladctl import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    here = socket.gethostname()
+    peers = {0: (here, os.getpid()), 1: (here, victim.pid)}
+    record = {"rank": 1, "host": here, "pid": victim.pid, "stage": "score-teacher of iteration 2", "error": None}
+    (tmp_path / "rank-1").write_text(json.dumps(record))
+    assert distributed.lost_ranks(tmp_path, 0, peers) == []
+    victim.kill()
+    deadline = time.monotonic() + 10
+    while not distributed.lost_ranks(tmp_path, 0, peers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert distributed.lost_ranks(tmp_path, 0, peers) == [record]  # a zombie: not reaped yet
+    victim.wait()
+    error = distributed.rank_lost_error(distributed.lost_ranks(tmp_path, 0, peers), "train of iteration 2", "runs/x")
+    assert error.line() == (
+        "rank 1 of 2 died during score-teacher of iteration 2 (killed: out of memory (the kernel's OOM killer) "
+        "or SIGKILL), in runs/x. Re-run the same command (any number of ranks) to resume; finished parts and "
+        "iterations are kept."
+    )
+    elsewhere = {0: (here, os.getpid()), 1: ("another-node", 1)}
+    assert distributed.lost_ranks(tmp_path, 0, elsewhere) == []  # cannot be told from a live rank
+    (tmp_path / "rank-1").write_text(json.dumps(record | {"error": "OutOfMemoryError: CUDA out of memory"}))
+    error = distributed.rank_lost_error(distributed.lost_ranks(tmp_path, 0, elsewhere), "train", "runs/x")
+    assert "rank 1 of 2 died during score-teacher of iteration 2 (OutOfMemoryError: CUDA out of memory)" in error.line()

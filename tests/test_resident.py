@@ -50,15 +50,12 @@ def test_a_model_taken_for_training_is_never_handed_out_again(models):
         assert again is not trained and again is not bf16  # its copies went with it
 
 
-def test_another_dtype_is_loaded_from_disk_not_cast(models):
-    """from_pretrained(dtype=bf16) keeps float32 rotary frequencies that a cast model would round."""
-    with resident.keep_models():
-        fp32 = load_model(models["student"], dtype="float32", device="cpu")
-        bf16 = load_model(models["student"], dtype="bfloat16", device="cpu")
-        assert bf16 is not fp32 and next(bf16.parameters()).dtype == torch.bfloat16
-        assert load_model(models["student"], dtype="bfloat16", device="cpu") is bf16
-    cast_buffers = {n: b.dtype for n, b in fp32.to(torch.bfloat16).named_buffers()}
-    assert any(bf16.get_buffer(n).dtype != d for n, d in cast_buffers.items()), "then casting would have been exact"
+def test_casting_the_whole_model_would_not_be_exact(models):
+    """from_pretrained(dtype=bf16) keeps float32 rotary frequencies that model.to(bf16) would round:
+    why a kept model's copy in another dtype casts only its parameters."""
+    bf16 = load_model(models["student"], dtype="bfloat16", device="cpu")
+    cast = load_model(models["student"], dtype="float32", device="cpu").to(torch.bfloat16)
+    assert any(bf16.get_buffer(n).dtype != b.dtype for n, b in cast.named_buffers())
 
 
 def test_train_hands_on_what_it_saved(shards, tmp_path):
@@ -199,14 +196,48 @@ def test_skipped_optimizer_states_are_rebuilt_by_replay_after_an_interruption(mo
     assert all(torch.equal(final[i][k], expected[i][k]) for i in expected for k in expected[i])
 
 
-def test_models_on_a_gpu_are_not_kept(monkeypatch):
-    """Their memory belongs to the next stage (vLLM claims a fraction of the whole GPU)."""
+def test_models_on_a_gpu_are_kept_only_where_allowed(monkeypatch):
+    """Off when the GPU's memory belongs to a backend's engine (vLLM claims a fraction of it)."""
     with resident.keep_models() as kept:
         kept.put(Path("/nowhere"), torch.float32, "cuda:0", object())
         resident.hand_on(Path("/nowhere"), object(), torch.float32, "cuda", {"step": torch.tensor(1)})
         assert not kept.models and not resident.has_training_state("/nowhere")
         kept.put(Path("/nowhere"), torch.float32, "cpu", object())
         assert len(kept.models) == 1
+    with resident.keep_models(on_device=True) as kept:
+        resident.hand_on(Path("/nowhere"), object(), torch.float32, "cuda:0", {"step": torch.tensor(1)})
+        assert len(kept.models) == 1 and resident.has_training_state("/nowhere")
+        assert resident.keeps_on("cuda:1") and resident.keeps_on("cpu")
+    assert not resident.keeps_on("cpu")
+
+
+def test_a_kept_model_serves_another_dtype_as_from_pretrained_loads_it(models):
+    """The bfloat16 copy of a kept float32 model: parameters cast, float32 rotary buffers kept, tied
+    head still tied: every tensor equal, in value and dtype, to from_pretrained(dtype=bfloat16)'s."""
+    disk = load_model(models["student"], dtype="bfloat16", device="cpu")
+    with resident.keep_models():
+        fp32 = load_model(models["student"], dtype="float32", device="cpu")
+        bf16 = load_model(models["student"], dtype="bfloat16", device="cpu")
+        assert bf16 is not fp32 and load_model(models["student"], dtype="bfloat16", device="cpu") is bf16
+    got = dict(bf16.named_parameters(remove_duplicate=False)) | dict(bf16.named_buffers())
+    want = dict(disk.named_parameters(remove_duplicate=False)) | dict(disk.named_buffers())
+    assert got.keys() == want.keys() and any(t.dtype == torch.float32 for t in want.values())
+    assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
+    assert bf16.get_input_embeddings().weight is bf16.get_output_embeddings().weight
+    assert next(fp32.parameters()).dtype == torch.float32  # the kept model itself is not cast
+
+
+def test_an_unsharded_copy_holds_every_tensor_and_the_tie(models):
+    from rladctl.distributed import unsharded_copy
+
+    model = load_model(models["student"], dtype="float32", device="cpu")
+    copy = unsharded_copy(model)
+    got = dict(copy.named_parameters(remove_duplicate=False)) | dict(copy.named_buffers())
+    want = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
+    assert got.keys() == want.keys()
+    assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
+    assert all(got[k].data_ptr() != want[k].data_ptr() for k in want)
+    assert copy.get_input_embeddings().weight is copy.get_output_embeddings().weight
 
 
 def test_checkpoints_skip_the_optimizer_state_only_where_train_hands_it_on(models, tmp_path, monkeypatch):
@@ -224,10 +255,12 @@ def test_checkpoints_skip_the_optimizer_state_only_where_train_hands_it_on(model
     )
     plan = make_plan(recipe)
     assert [i for i in range(25) if saves_optimizer_state(recipe, plan, i)] == [9, 19, 24]
-    for off in ('train.device="cuda"', "run.keep_models=false", 'train.parallel="fsdp"'):
-        other = load_recipe(
-            None, [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', "run.iterations=25", off]
-        )
+    base = [f'run.dir="{tmp_path}"', f'run.student="{models["student"]}"', "run.iterations=25"]
+    for off in ("run.keep_models=false", 'train.device="cuda" rollout.backend="vllm"'):
+        other = load_recipe(None, [*base, *off.split()])
         assert all(saves_optimizer_state(other, plan, i) for i in range(25)), off
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert all(saves_optimizer_state(recipe, plan, i) for i in range(25))
+    for on in ('train.device="cuda"', 'train.parallel="fsdp" rollout.backend="vllm"', 'rollout.backend="vllm"'):
+        other = load_recipe(None, [*base, *on.split(), "run.optimizer_state_every=10"])
+        assert [i for i in range(25) if saves_optimizer_state(other, plan, i)] == [9, 19, 24], on
+    monkeypatch.setenv("WORLD_SIZE", "2")  # every rank hands its state on
+    assert [i for i in range(25) if saves_optimizer_state(recipe, plan, i)] == [9, 19, 24]
