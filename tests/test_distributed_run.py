@@ -8,6 +8,7 @@ the last bit of every float and CPU kernels sum in a thread-dependent order.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,7 +136,8 @@ def test_a_rank_killed_mid_iteration_then_rerun_equals_an_uninterrupted_run(mode
     _, stderr = launcher.communicate(timeout=300)
     assert launcher.returncode != 0
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    # One line from rank 0, no traceback of rladctl's (torchrun then prints its own report, and its traceback).
+    assert len(errors) == 1 and not re.search(r'File "[^"]*/(rladctl|stages)/', stderr), stderr[-3000:]
     assert errors[0].startswith("error: rank 1 of 2 died during ") and " of iteration 2 (killed: " in errors[0]
     torchrun(*args)
     assert_same_run(tmp_path / "two", tmp_path / "one", "iter-0002/checkpoint")
