@@ -5,6 +5,8 @@
 #   2. tests         pytest -m gpu: fused log-probs, bf16 autocast, sampling, scoring, train, `rladctl run`
 #   3. gpu_fsdp      `rladctl train` with FSDP2 and without, Qwen3-0.6B shape, 4K-token rows
 #   4. gpu_backends  rollout tokens/s of the hf backend (and vllm where it imports)
+#   5. gpu_loop      two iterations of `rladctl run`, Qwen3-0.6B student / Qwen3-8B teacher shapes,
+#                    8 prompts x G = 8, 1K tokens, models kept on the GPU: seconds per phase, peak memory
 #
 # Run from the repository root of a machine whose python3 has torch (CUDA), transformers, typer,
 # rich and pyarrow; the rest comes from .wheels gathered beforehand with scripts/gpu-wheels.sh:
@@ -13,7 +15,7 @@
 #   bash benchmarks/gpu_session.sh                   # there, .whl/ carried along; logs in $OUT
 #   GPU_SESSION_SMOKE=1 bash benchmarks/gpu_session.sh   # any CPU: the same steps with tiny shapes
 #
-# Each step has its own time limit (about 7.5 minutes in all on the GPU), so a slow or broken one
+# Each step has its own time limit (about 11.5 minutes in all on the GPU), so a slow or broken one
 # cannot eat the next ones' time. Logs go to $OUT (default ./gpu-session): summary.txt, install.log
 # and one log per step. Record the numbers in benchmarks/README.md with the GPU's name and the date.
 set -uo pipefail
@@ -68,10 +70,12 @@ if [ "$SMOKE" = 1 ]; then
   step tests 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_devices.py
   step gpu_fsdp 300 "$PY" benchmarks/gpu_fsdp.py --device cpu --preset tiny-1m --tokens 64 --workdir /tmp/rladctl-gpu-fsdp
   step gpu_backends 60 "$PY" benchmarks/gpu_backends.py --backends hf
+  step gpu_loop 300 "$PY" benchmarks/gpu_loop.py --smoke --workdir /tmp/rladctl-gpu-loop-smoke
 else
   step gpu_perf 200 "$PY" benchmarks/gpu_perf.py
   step tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_devices.py
   step gpu_fsdp 60 "$PY" benchmarks/gpu_fsdp.py --parallel fsdp ddp
   step gpu_backends 60 "$PY" benchmarks/gpu_backends.py
+  step gpu_loop 240 "$PY" benchmarks/gpu_loop.py
 fi
 cat "$OUT/summary.txt"
