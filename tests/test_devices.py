@@ -201,3 +201,51 @@ def test_run_on_a_gpu_with_every_default(models, tmp_path):
     assert metrics and all(math.isfinite(m["loss"]) for m in metrics)
     for name in ("iter-0001/checkpoint/model.safetensors", "report.md", "eval/step-0002/report.json"):
         assert (tmp_path / "run" / name).exists(), name
+
+
+@pytest.mark.gpu
+def test_models_kept_on_the_gpu_write_what_models_loaded_every_stage_write(models, tmp_path):
+    """`run.keep_models` on a GPU (#22): the teacher loaded once, the student and its AdamW state
+    handed on by train, a bfloat16 copy of it sampling the next iteration; the Parquet parts equal,
+    byte for byte, those of a run that loads every model from disk every stage, and so do the
+    final weights (within 1e-6)."""
+    from safetensors.torch import load_file
+
+    def run(name: str, keep: str) -> None:
+        done = run_cli(
+            "run",
+            "recipes/demo.toml",
+            *sets(
+                *TASK_SETS,
+                f"run.dir={tmp_path / name}",
+                f"run.student={models['student']}",
+                f"run.teacher={models['teacher']}",
+                "run.iterations=3",
+                f"run.keep_models={keep}",
+                "run.keep_last=0",
+                "run.eval_before=false",
+                "rollout.num_prompts=4",
+                "rollout.group_size=4",
+                "rollout.max_new_tokens=8",
+                "eval.pass_at=2",
+                "eval.num_prompts=4",
+                "eval.max_new_tokens=8",
+                "train.lr=1e-3",
+            ),
+        )
+        assert done.returncode == 0, done.stderr
+
+    run("kept", "true")
+    run("loaded", "false")
+    parts = sorted(p.relative_to(tmp_path / "kept") for p in (tmp_path / "kept").rglob("part-*.parquet"))
+    assert parts and parts == sorted(
+        p.relative_to(tmp_path / "loaded") for p in (tmp_path / "loaded").rglob("part-*.parquet")
+    )
+    assert all((tmp_path / "kept" / p).read_bytes() == (tmp_path / "loaded" / p).read_bytes() for p in parts)
+    final = "iter-0002/checkpoint/model.safetensors"
+    a, b = load_file(tmp_path / "kept" / final), load_file(tmp_path / "loaded" / final)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert (
+        json.loads((tmp_path / "kept" / "iter-0000" / "_iteration.json").read_text())["checkpoint"]["optimizer_state"]
+        is False
+    )
