@@ -359,3 +359,16 @@ def test_kept_engines_match_fresh_engines_and_hf_after_three_iterations(models, 
     fresh_scores = open_artifact(tmp_path / "fresh-scored", [S.SCORED]).table()
     gap = (flat(kept_scores, S.TEACHER_LOGPROBS) - flat(fresh_scores, S.TEACHER_LOGPROBS)).abs()
     assert gap.max() < SAME_ENGINE_TOL
+
+
+@pytest.mark.parametrize("name", ["kk-qwen3-0.6b-rlad", "kk-qwen3-1.7b-rlad", "math-qwen3-1.7b-rlad"])
+def test_the_paper_recipes_colocate_one_student_engine_and_one_teacher_engine(name):
+    from rladctl.config import load_recipe
+
+    recipe = load_recipe(str(Path(__file__).resolve().parents[1] / "recipes" / "paper" / f"{name}.toml"), [])
+    assert recipe.run.keep_engines
+    assert recipe.rollout.engine() == recipe.eval.engine()  # one kept engine samples rollouts and evaluations
+    assert (recipe.rollout.backend, recipe.score_teacher.backend) == ("vllm", "vllm")
+    assert (recipe.rollout.tensor_parallel_size, recipe.score_teacher.tensor_parallel_size) == (1, 1)  # torchrun
+    # both engines awake at once (rollout, score-teacher) on one GPU: 0.3 + 0.55 of it (vllm_layouts.py)
+    assert (recipe.rollout.gpu_memory_utilization, recipe.score_teacher.gpu_memory_utilization) == (0.3, 0.55)
