@@ -7,6 +7,9 @@
 #   4. gpu_backends  rollout tokens/s of the hf backend (and vllm where it imports)
 #   5. gpu_loop      two iterations of `rladctl run`, Qwen3-0.6B student / Qwen3-8B teacher shapes,
 #                    8 prompts x G = 8, 1K tokens, models kept on the GPU: seconds per phase, peak memory
+#   6. gpu_vllm_loop the same two iterations with vLLM engines kept through the run, colocated with
+#                    train (sleep while it trains, wake to sample; student weights synced in place):
+#                    seconds per phase, GPU memory awake vs asleep, engines built (skips without vllm)
 #
 # Run from the repository root of a machine whose python3 has torch (CUDA), transformers, typer,
 # rich and pyarrow; the rest comes from .wheels gathered beforehand with scripts/gpu-wheels.sh:
@@ -71,11 +74,13 @@ if [ "$SMOKE" = 1 ]; then
   step gpu_fsdp 300 "$PY" benchmarks/gpu_fsdp.py --device cpu --preset tiny-1m --tokens 64 --workdir /tmp/rladctl-gpu-fsdp
   step gpu_backends 60 "$PY" benchmarks/gpu_backends.py --backends hf
   step gpu_loop 300 "$PY" benchmarks/gpu_loop.py --smoke --workdir /tmp/rladctl-gpu-loop-smoke
+  step gpu_vllm_loop 60 "$PY" benchmarks/gpu_vllm_loop.py --smoke
 else
   step gpu_perf 200 "$PY" benchmarks/gpu_perf.py
   step tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_devices.py
   step gpu_fsdp 60 "$PY" benchmarks/gpu_fsdp.py --parallel fsdp ddp
   step gpu_backends 60 "$PY" benchmarks/gpu_backends.py
   step gpu_loop 240 "$PY" benchmarks/gpu_loop.py
+  step gpu_vllm_loop 240 "$PY" benchmarks/gpu_vllm_loop.py
 fi
 cat "$OUT/summary.txt"

@@ -308,7 +308,7 @@ def test_kept_engines_match_fresh_engines_and_hf_after_three_iterations(models, 
         str(tmp_path / "fresh"),
         "--pass-at",
         "2",
-        *sets(*loop_sets(models, run_dir)),
+        *loop_sets(models, run_dir),
         timeout=900,
     )
     assert fresh.returncode == 0, fresh.stderr
@@ -372,3 +372,23 @@ def test_the_paper_recipes_colocate_one_student_engine_and_one_teacher_engine(na
     assert (recipe.rollout.tensor_parallel_size, recipe.score_teacher.tensor_parallel_size) == (1, 1)  # torchrun
     # both engines awake at once (rollout, score-teacher) on one GPU: 0.3 + 0.55 of it (vllm_layouts.py)
     assert (recipe.rollout.gpu_memory_utilization, recipe.score_teacher.gpu_memory_utilization) == (0.3, 0.55)
+
+
+def test_the_gpu_session_has_a_kept_engines_step_that_skips_cleanly_without_a_gpu():
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    session = (repo / "benchmarks" / "gpu_session.sh").read_text()
+    smoke, gpu = session.split('if [ "$SMOKE" = 1 ]; then', 1)[1].split("\nelse\n", 1)
+    assert smoke.rstrip().endswith('step gpu_vllm_loop 60 "$PY" benchmarks/gpu_vllm_loop.py --smoke')
+    assert gpu.split("\nfi\n", 1)[0].rstrip().endswith('step gpu_vllm_loop 240 "$PY" benchmarks/gpu_vllm_loop.py')
+    assert subprocess.run(["bash", "-n", str(repo / "benchmarks" / "gpu_session.sh")]).returncode == 0
+    if torch.cuda.is_available():
+        return  # the session's GPU branch runs it
+    done = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_vllm_loop.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout == "gpu_vllm_loop: skipped: no CUDA device; nothing measured\n"
