@@ -160,24 +160,22 @@ def split(row: dict[str, float]) -> dict[str, float]:
 
 
 def median_row(result: dict) -> dict[str, float]:
+    """Medians over the warm iterations, each column on its own (compute and overhead per iteration first)."""
     warm = result["iterations"][1:] or result["iterations"]
-    return {k: statistics.median(r[k] for r in warm) for k in (*PHASES, "wall")}
+    rows = [r | {"compute": sum(r[p] for p in COMPUTE)} for r in warm]
+    rows = [r | {"overhead": r["wall"] - r["compute"], "share": (r["wall"] - r["compute"]) / r["wall"]} for r in rows]
+    return {k: statistics.median(r[k] for r in rows) for k in (*PHASES, "compute", "overhead", "wall", "share")}
 
 
 def table(results: list[dict]) -> str:
     heads = [f"{r['setting']} {r['mode']}" for r in results]
     meds = [median_row(r) for r in results]
     lines = [f"{'seconds per iteration':<24}" + "".join(f"{h:>14}" for h in heads)]
-    for p in PHASES:
+    for p in (*PHASES, "compute", "overhead", "wall"):
         lines.append(f"{p:<24}" + "".join(f"{m[p]:>14.3f}" for m in meds))
-    compute = [sum(m[p] for p in COMPUTE) for m in meds]
-    lines.append(f"{'compute':<24}" + "".join(f"{c:>14.3f}" for c in compute))
-    lines.append(f"{'overhead':<24}" + "".join(f"{m['wall'] - c:>14.3f}" for m, c in zip(meds, compute)))
-    lines.append(f"{'iteration':<24}" + "".join(f"{m['wall']:>14.3f}" for m in meds))
-    lines.append(
-        f"{'overhead share':<24}" + "".join(f"{(m['wall'] - c) / m['wall']:>13.1%} " for m, c in zip(meds, compute))
-    )
+    lines.append(f"{'overhead share':<24}" + "".join(f"{m['share']:>13.1%} " for m in meds))
     lines.append(f"{'first iteration':<24}" + "".join(f"{r['iterations'][0]['wall']:>14.3f}" for r in results))
+    lines.append("(medians of the iterations after the first, each row on its own)")
     return "\n".join(lines)
 
 
