@@ -79,7 +79,10 @@ class Resident:
         if for_training:  # train loads float32 from disk or takes what it handed on: never a copy
             return None
         now = stamp(Path(key[0]))
-        same = [k for k, (s, _) in self.models.items() if k[0] == key[0] and s == now]
+        # Only from float32 (or the same dtype): a cast up from bfloat16 would not give back what the
+        # directory holds. from_pretrained casts the saved tensors; so does copy_as, from float32.
+        exact = ("torch.float32", key[1])
+        same = [k for k, (s, _) in self.models.items() if k[0] == key[0] and s == now and k[1] in exact]
         if not same or not self.keeps(key[2]):
             return None
         source = next((k for k in same if k[2] == key[2]), same[-1])

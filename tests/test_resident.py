@@ -225,6 +225,11 @@ def test_a_kept_model_serves_another_dtype_as_from_pretrained_loads_it(models):
     assert all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
     assert bf16.get_input_embeddings().weight is bf16.get_output_embeddings().weight
     assert next(fp32.parameters()).dtype == torch.float32  # the kept model itself is not cast
+    with resident.keep_models():  # never cast up: float32 from a kept bfloat16 model would be rounded
+        bf16 = load_model(models["student"], dtype="bfloat16", device="cpu")
+        fp32 = load_model(models["student"], dtype="float32", device="cpu")
+    disk = load_model(models["student"], dtype="float32", device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(fp32.parameters(), disk.parameters()))
 
 
 def test_an_unsharded_copy_holds_every_tensor_and_the_tie(models):
