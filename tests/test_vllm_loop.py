@@ -9,6 +9,7 @@ against fresh ones and against the hf backend.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import types
@@ -84,6 +85,7 @@ def fake_vllm(monkeypatch) -> Calls:
     platforms.current_platform = platform
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # a kept GPU engine sets it: put back after
     calls.LLM = LLM
     return calls
 
@@ -113,6 +115,8 @@ def test_a_run_builds_each_engine_once_and_moves_weights_in_place(models, fake_v
         assert keeper.builds == 2 and [c[:2] for c in fake_vllm] == [(1, "LLM"), (2, "LLM")]
         student_kwargs, teacher_kwargs = fake_vllm[0][2], fake_vllm[1][2]
         assert student_kwargs["worker_extension_cls"] == "rladctl.backends.vllm_worker.WeightSync"
+        assert student_kwargs["use_tqdm_on_load"] is False  # no progress bar past the run's vllm.log
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # on a GPU: the engine in this process
         assert student_kwargs["enable_sleep_mode"] is True and teacher_kwargs["enable_sleep_mode"] is True
         assert (
             student_kwargs["logprobs_mode"] == "processed_logprobs"
@@ -233,7 +237,6 @@ def test_architecture_ignores_what_a_save_rewrites(models, tmp_path):
 def test_vllm_log_goes_to_the_run_directory_unless_configured(tmp_path, monkeypatch):
     for key in ("VLLM_LOGGING_CONFIG_PATH", "VLLM_LOGGING_LEVEL", "VLLM_CONFIGURE_LOGGING", "RLADCTL_VLLM_LOG"):
         monkeypatch.delenv(key, raising=False)
-    import os
 
     with engines.vllm_log(tmp_path) as log_file:
         config = json.loads(Path(os.environ["VLLM_LOGGING_CONFIG_PATH"]).read_text())

@@ -153,7 +153,8 @@ def colocate_kwargs(engine) -> dict[str, Any]:
 
     from rladctl import distributed
 
-    kwargs: dict[str, Any] = {"worker_extension_cls": WORKER_EXTENSION}
+    # No progress bar per weight load (vLLM's log goes to the run directory; its bars would not).
+    kwargs: dict[str, Any] = {"worker_extension_cls": WORKER_EXTENSION, "use_tqdm_on_load": False}
     if current_platform.is_sleep_mode_available():
         kwargs["enable_sleep_mode"] = True
         # The engine core in this process: new weights pass as references to the trainer's tensors,
