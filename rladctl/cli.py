@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -487,7 +488,12 @@ def compare(
     from rladctl.stages.compare import run_compare
 
     rec = load(recipe, {}, set_)
-    summary = run_compare(rec, seeds, [m.strip() for m in methods.split(",") if m.strip()], out, results)
+    command = shlex.join(  # printed on the results page, to reproduce it
+        ["rladctl", "compare", str(recipe), "--seeds", str(seeds), "--methods", methods, "--out", str(out)]
+        + (["--results", str(results)] if results else [])
+        + [arg for item in set_ for arg in ("--set", item)]
+    )
+    summary = run_compare(rec, seeds, [m.strip() for m in methods.split(",") if m.strip()], out, results, command)
     print_summary("compare", summary, as_json)
 
 

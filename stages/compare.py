@@ -64,7 +64,12 @@ def evaluate(recipe: LoadedRecipe, model: str, out: Path, label: str, seed: int)
 
 
 def run_compare(
-    recipe: LoadedRecipe, seeds: int, methods: list[str], out: str | Path, results: str | Path | None = None
+    recipe: LoadedRecipe,
+    seeds: int,
+    methods: list[str],
+    out: str | Path,
+    results: str | Path | None = None,
+    command: str = "",
 ) -> dict[str, Any]:
     """Train every method for every seed from the same start, evaluate, write the results page."""
     from rladctl.objectives import method_objectives
@@ -100,6 +105,7 @@ def run_compare(
         base + runs,
         teacher_eval,
         time.perf_counter() - started,
+        command,
     )
     return {"results": str(page), "runs": len(runs), "seconds": round(time.perf_counter() - started, 1)}
 

@@ -14,6 +14,8 @@ import pytest
 from conftest import TASK_SETS, run_cli, sets
 from safetensors.torch import load_file
 
+from rladctl.reports.compare_report import mean_column, ordering_verdict
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.toml"))
 
@@ -145,6 +147,9 @@ def test_compare_writes_a_results_page_from_real_runs(models, tmp_path):
     page = results.read_text()
     assert "| base " in page and "| grpo " in page and "| rlad " in page and "rlad - grpo" in page
     assert "The paper's ordering" in page and (tmp_path / "results-reward.png").exists()
+    verdict = page.split("## Verdict\n", 1)[1].split("\n## ", 1)[0].strip()
+    assert verdict == ordering_verdict(mean_column(page))  # computed from the numbers the page prints
+    assert "Produced by `rladctl compare " in page and "--seeds 2 --methods grpo,rlad" in page
     # The base row's Mean@K is the mean of the two base evaluations' reports.
     means = [
         json.loads((tmp_path / "cmp" / "eval" / f"base-seed{s}" / "report.json").read_text())["summaries"][

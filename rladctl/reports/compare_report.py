@@ -86,7 +86,7 @@ def diagnostics(runs) -> list[list[str]]:
     return rows
 
 
-def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
+def write_results(path: Path, recipe, runs, teacher, seconds: float, command: str = "") -> Path:
     from rladctl.reports.eval_report import curve_plot, markdown_table
     from rladctl.reports.run_report import rollout_rewards
 
@@ -110,13 +110,14 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
         f"student's rollout reward (moving mean of {SMOOTH})",
         f"training reward, mean over {len(seeds)} seeds",
     )
-    verdict = ordering_verdict(runs)
+    verdict = ordering_verdict({row[0]: tuple(map(float, row[1].split(" ± "))) for row in rows})
     r, t = recipe.rollout, recipe.train
     text = "\n".join(
         [
             "# rladctl compare: RLAD and its baselines in miniature",
             "",
-            f"Produced by `rladctl compare`; the training stages took {sum(r.seconds for r in runs) / 60:.1f} min in all on this machine "
+            f"Produced by `{command or 'rladctl compare'}` in {seconds / 60:.1f} min of wall time; the training stages took "
+            f"{sum(r.seconds for r in runs) / 60:.1f} min in all on this machine "
             f"(from their manifests; evaluations excluded). Task `{recipe.task.name}` "
             f"(config {recipe.task.config}, mix {recipe.task.mix}), {recipe.run.iterations} iterations x {r.num_prompts} prompts x G = {r.group_size}, "
             f"{t.epochs * t.mini_batches} optimizer step(s) per iteration, lr {t.lr}; evaluation on {recipe.eval.num_prompts or recipe.task.eval_size} held-out prompts, "
@@ -149,21 +150,33 @@ def write_results(path: Path, recipe, runs, teacher, seconds: float) -> Path:
     return path
 
 
-def ordering_verdict(runs) -> str:
-    """Does Mean@K order RLAD > KDRL > GRPO > base, with each gap larger than the seed spread?"""
-    grouped = _by_method(runs)
-    chain = [m for m in ("rlad", "kdrl", "grpo", "base") if m in grouped]
-    means = {m: statistics.fmean(r.overall.mean for r in grouped[m]) for m in chain}
-    sds = {m: (statistics.stdev([r.overall.mean for r in grouped[m]]) if len(grouped[m]) > 1 else 0.0) for m in chain}
-    lines = []
+def mean_column(text: str) -> dict[str, tuple[float, float]]:
+    """Method -> (mean, std) of Mean@K, read back from a results page's "## Results" table."""
+    table = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    stats = {}
+    for line in lines[2:]:  # after the header and the alignment row
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mean, _, sd = cells[1].partition(" ± ")
+        stats[cells[0]] = (float(mean), float(sd))
+    return stats
+
+
+def ordering_verdict(stats: dict[str, tuple[float, float]]) -> str:
+    """Does Mean@K order RLAD > KDRL > GRPO > base, each gap larger than the seed spread? Computed from
+    the numbers as the page prints them (``mean_column``), so a reader can check it by hand."""
+    chain = [m for m in ("rlad", "kdrl", "grpo", "base") if m in stats]
+    lines, ordered = [], True
     for hi, lo in zip(chain, chain[1:]):
-        gap = means[hi] - means[lo]
-        clear = gap > max(sds[hi], sds[lo])
+        (m_hi, sd_hi), (m_lo, sd_lo) = stats[hi], stats[lo]
+        gap = round(m_hi - m_lo, 3)
+        clear = gap > max(sd_hi, sd_lo)
+        ordered = ordered and clear
         lines.append(
-            f"- {hi} vs {lo}: {gap:+.3f} Mean@K ({'above, gap larger than the spread' if clear and gap > 0 else 'not clearly above'})"
+            f"- {hi} vs {lo}: {gap:+.3f} Mean@K ({'above, gap larger than the spread' if clear else 'not clearly above'})"
         )
-    ordered = all(means[a] - means[b] > max(sds[a], sds[b]) for a, b in zip(chain, chain[1:]))
     head = "The paper's ordering (RLAD > KDRL > GRPO > base on Mean@K, gaps larger than the spread) " + (
         "holds here." if ordered else "does NOT hold here."
     )
-    return "\n".join([head, *lines])
+    best = max(stats, key=lambda m: stats[m][0])
+    return "\n".join([head, *lines, f"- highest Mean@K: {best} ({stats[best][0]:.3f} ± {stats[best][1]:.3f})"])
