@@ -96,6 +96,10 @@ class DemoSummary:
 
     def verdict(self, key: str) -> str:
         """One line: which method ended ahead on ``key`` in this run (one seed, not a significance test)."""
+        if len(self.after) < 2:  # --methods named one: nothing to set it beside but its start
+            ((only, a),) = self.after.items()
+            gain = a[key] - self.before[key]
+            return f"{only} moved {key} by {gain:+.3f} from the same start in this run (one seed, one method)."
         (first, a), (second, b) = list(self.after.items())[:2]
         if a[key] == b[key]:
             return f"{first} and {second} ended level on {key} in this run (one seed)."

@@ -25,6 +25,13 @@ def test_verdict_names_the_method_ahead_and_by_how_much(rlad, grpo, line):
     assert summary(rlad, grpo).verdict("Mean@8").startswith(line)
 
 
+def test_verdict_of_a_single_method_reports_its_own_gain():
+    one = DemoSummary("runs/demo/rlad", 1.0, 0, {"Mean@8": 0.4, "Pass@8": 0.8}, {"RLAD": {"Mean@8": 0.45}}, {}, {})
+    assert (
+        one.verdict("Mean@8") == "RLAD moved Mean@8 by +0.050 from the same start in this run (one seed, one method)."
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
