@@ -18,7 +18,8 @@
 #   bash benchmarks/gpu_session.sh                   # there, .whl/ carried along; logs in $OUT
 #   GPU_SESSION_SMOKE=1 bash benchmarks/gpu_session.sh   # any CPU: the same steps with tiny shapes
 #
-# Each step has its own time limit (about 11.5 minutes in all on the GPU), so a slow or broken one
+# Each step has its own time limit (920 s in all on the GPU: more than a 15-minute loan with its
+# start-up, so trim or split the steps to fit one), so a slow or broken one
 # cannot eat the next ones' time. Logs go to $OUT (default ./gpu-session): summary.txt, install.log
 # and one log per step. Record the numbers in benchmarks/README.md with the GPU's name and the date.
 set -uo pipefail
