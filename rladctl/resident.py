@@ -53,6 +53,23 @@ class Resident:
         self.limit, self.on_device = limit, on_device
         self.models: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()  # key -> (stamp, model)
         self.states: dict[str, tuple[tuple, dict]] = {}  # directory -> (stamp, training state)
+        self.tokenizers: dict[tuple, Any] = {}  # (digest of the tokenizer files, trust) -> tokenizer
+
+    def tokenizer(self, path: Path, files: tuple[str, ...], trust_remote_code: bool, load):
+        """The tokenizer of ``path``: one loaded earlier from the same bytes of its ``files`` (each checkpoint
+        copies its tokenizer's files, so one load serves every iteration), else ``load()``.
+        Shared, not copied: nothing in rladctl changes a loaded tokenizer."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in files:
+            with contextlib.suppress(OSError):
+                data = (Path(path) / name).read_bytes()
+                digest.update(f"{name}:{len(data)}:".encode() + data)
+        key = (digest.hexdigest(), trust_remote_code)
+        if key not in self.tokenizers:
+            self.tokenizers[key] = load()
+        return self.tokenizers[key]
 
     def get(self, path: Path, dtype, device: str, for_training: bool):
         path = Path(path).resolve()

@@ -269,3 +269,19 @@ def test_checkpoints_skip_the_optimizer_state_only_where_train_hands_it_on(model
         assert [i for i in range(25) if saves_optimizer_state(other, plan, i)] == [9, 19, 24], on
     monkeypatch.setenv("WORLD_SIZE", "2")  # every rank hands its state on
     assert [i for i in range(25) if saves_optimizer_state(recipe, plan, i)] == [9, 19, 24]
+
+
+def test_a_tokenizer_is_loaded_once_per_content_inside_keep_models(models, tmp_path):
+    from rladctl.models.tokenizer import load_tokenizer
+
+    copy = tmp_path / "checkpoint"  # a checkpoint copies its tokenizer's files: same bytes, new directory
+    shutil.copytree(models["student"], copy)
+    assert load_tokenizer(models["student"]) is not load_tokenizer(models["student"])  # outside a run
+    with resident.keep_models():
+        first = load_tokenizer(models["student"])
+        assert load_tokenizer(copy) is first
+        config = copy / "tokenizer_config.json"
+        config.write_text(config.read_text().replace("}", ', "model_max_length": 77}', 1))
+        changed = load_tokenizer(copy)
+        assert changed is not first and changed.model_max_length == 77
+        assert load_tokenizer(models["student"]) is first

@@ -144,10 +144,22 @@ def copy_tokenizer_files(src_dir: str | Path, out_dir: str | Path) -> list[str]:
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load a tokenizer from a local directory or a hub id, refusing what cannot be loaded."""
-    from transformers import AutoTokenizer
+    """Load a tokenizer from a local directory or a hub id, refusing what cannot be loaded. Inside
+    ``resident.keep_models()`` (one `rladctl run`) a directory's tokenizer is loaded once."""
+    from rladctl.resident import active
 
     source = locate(path)
+    kept = active()
+    if kept is not None and isinstance(source, Path) and source.is_dir():  # inside one `rladctl run`
+        return kept.tokenizer(
+            source, TOKENIZER_FILES, trust_remote_code, lambda: _load_tokenizer(source, trust_remote_code)
+        )
+    return _load_tokenizer(source, trust_remote_code)
+
+
+def _load_tokenizer(source, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     if isinstance(source, Path):
         if not any((source / n).is_file() for n in TOKENIZER_FILES):
             raise ModelError(
