@@ -185,9 +185,9 @@ class RunConfig:
     iterations: int = 10
     eval_every: int = 0  # evaluate every N iterations (0 = only before and after)
     eval_before: bool = True  # evaluate the starting student too
-    keep_models: bool = (
-        True  # on a CPU, keep the teacher and the latest student in memory between stages (rladctl/resident.py)
-    )
+    # Keep the teacher, the latest student, its AdamW state and the tokenizers in memory between stages,
+    # on every rank; on a GPU only when no stage's backend is vllm (rladctl/resident.py)
+    keep_models: bool = True
     # backend = "vllm": build each engine (student, teacher) once per run and put every new checkpoint's
     # weights into the student's in place; false: a new engine per stage, as `rladctl rollout` alone does
     # (rladctl/engines.py)
