@@ -9,6 +9,8 @@ import os
 import resource
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
 
 # The tiny task every CPU benchmark samples from: chain sums in a compact prompt.
@@ -18,6 +20,30 @@ TASK = [
     'prompt.template="{metadata[expression]} ="',
     'prompt.instruction=""',
 ]
+
+
+class Clock:
+    """Seconds spent inside wrapped functions, per phase, for the iteration now running."""
+
+    def __init__(self):
+        self.now: dict[str, float] = defaultdict(float)
+        self.depth = 0  # a call inside a timed call is not counted twice
+
+    def wrap(self, owner, name: str, phase: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if self.depth:
+                return inner(*args, **kwargs)
+            self.depth += 1
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.now[phase] += time.perf_counter() - t0
+                self.depth -= 1
+
+        setattr(owner, name, timed)
 
 
 def rss_mib(field: str) -> float:

@@ -23,38 +23,13 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TASK  # noqa: E402
+from common import TASK, Clock  # noqa: E402
 
 PHASES = ("rollout tokens", "scoring", "train", "engine starts", "weight sync", "other overhead")
 COMPUTE, OVERHEAD = PHASES[:3], PHASES[3:]
-
-
-class Clock:
-    """Seconds spent inside wrapped functions, per phase, for the iteration now running."""
-
-    def __init__(self):
-        self.now: dict[str, float] = defaultdict(float)
-        self.depth = 0  # a call inside a timed call is not counted twice
-
-    def wrap(self, owner, name: str, phase: str) -> None:
-        inner = getattr(owner, name)
-
-        def timed(*args, **kwargs):
-            if self.depth:
-                return inner(*args, **kwargs)
-            self.depth += 1
-            t0 = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                self.now[phase] += time.perf_counter() - t0
-                self.depth -= 1
-
-        setattr(owner, name, timed)
 
 
 CLOCK = Clock()

@@ -21,6 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from rladctl.errors import first_line
+from rladctl.store.files import pid_alive
+
 T = TypeVar("T")
 
 
@@ -432,7 +435,7 @@ def _watching(run_dir):
         # A collective fails on the ranks left when a peer dies (gloo: "Connection closed by peer").
         collective = isinstance(exc, RuntimeError) and bool(lost_ranks(status, rank(), peers))
         if not isinstance(exc, RankLost) and not collective:
-            _record(_watch["stage"], error=f"{type(exc).__name__}: {_first_line(exc)}")
+            _record(_watch["stage"], error=f"{type(exc).__name__}: {first_line(exc)[:200]}")
             raise  # this rank's own error (a user error raised on every rank, too): it prints it
         if not is_main():
             raise SystemExit(1) from None  # rank 0 says what happened
@@ -481,7 +484,7 @@ def lost_ranks(status_dir, me: int, peers: dict[int, tuple[str, int]]) -> list[d
             entry = json.loads((Path(status_dir) / f"rank-{r}").read_text())
         except (OSError, ValueError):
             entry = {"rank": r, "stage": "start-up", "error": None}
-        if entry.get("error") or (host == here and not _running(pid)):
+        if entry.get("error") or (host == here and not pid_alive(pid)):
             lost.append(entry)
     return lost
 
@@ -497,25 +500,6 @@ def rank_lost_error(lost: list[dict], my_stage: str, run_dir):
     cause = first.get("error") or "killed: out of memory (the kernel's OOM killer) or SIGKILL"
     what = f"rank {first['rank']} of {world_size()} died during {first['stage']} ({cause})"
     return RladError(what, f"in {run_dir}", fix)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else ""
 
 
 def _remove_tree(path) -> None:

@@ -169,6 +169,24 @@ def test_bf16_autocast_training_on_the_device_steps_like_float32_on_the_cpu(devi
     assert all(math.isfinite(m["loss"]) for m in read_metrics(tmp_path / "bf16"))
 
 
+def small_run_sets(models, run_dir, *extra: str) -> list[str]:
+    """--set pairs of a small `rladctl run` on the demo recipe with the session's tiny models."""
+    return sets(
+        *TASK_SETS,
+        f"run.dir={run_dir}",
+        f"run.student={models['student']}",
+        f"run.teacher={models['teacher']}",
+        *extra,
+        "rollout.num_prompts=4",
+        "rollout.group_size=4",
+        "rollout.max_new_tokens=8",
+        "eval.pass_at=2",
+        "eval.num_prompts=4",
+        "eval.max_new_tokens=8",
+        "train.lr=1e-3",
+    )
+
+
 @pytest.mark.gpu
 def test_run_on_a_gpu_with_every_default(models, tmp_path):
     """Two iterations of `rladctl run` on device "auto" (CUDA), dtype "auto" (bf16 sampling and
@@ -177,20 +195,7 @@ def test_run_on_a_gpu_with_every_default(models, tmp_path):
         "run",
         "recipes/demo.toml",
         "--json",
-        *sets(
-            *TASK_SETS,
-            f"run.dir={tmp_path / 'run'}",
-            f"run.student={models['student']}",
-            f"run.teacher={models['teacher']}",
-            "run.iterations=2",
-            "rollout.num_prompts=4",
-            "rollout.group_size=4",
-            "rollout.max_new_tokens=8",
-            "eval.pass_at=2",
-            "eval.num_prompts=4",
-            "eval.max_new_tokens=8",
-            "train.lr=1e-3",
-        ),
+        *small_run_sets(models, tmp_path / "run", "run.iterations=2"),
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["iterations"] == 2
@@ -215,22 +220,13 @@ def test_models_kept_on_the_gpu_write_what_models_loaded_every_stage_write(model
         done = run_cli(
             "run",
             "recipes/demo.toml",
-            *sets(
-                *TASK_SETS,
-                f"run.dir={tmp_path / name}",
-                f"run.student={models['student']}",
-                f"run.teacher={models['teacher']}",
+            *small_run_sets(
+                models,
+                tmp_path / name,
                 "run.iterations=3",
                 f"run.keep_models={keep}",
                 "run.keep_last=0",
                 "run.eval_before=false",
-                "rollout.num_prompts=4",
-                "rollout.group_size=4",
-                "rollout.max_new_tokens=8",
-                "eval.pass_at=2",
-                "eval.num_prompts=4",
-                "eval.max_new_tokens=8",
-                "train.lr=1e-3",
             ),
         )
         assert done.returncode == 0, done.stderr
