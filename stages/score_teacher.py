@@ -59,10 +59,15 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
     if student_path and Path(student_path).exists():
         where = f"between the student {student_path} and the teacher {teacher_path or 'given'}"
         check_same_vocab(load_tokenizer(student_path), teacher_tok, sorted(used), where)
-    # Same prompt text must give the same ids under the teacher's tokenizer.
-    for i in range(min(sample_rows, first.num_rows)):
-        text, ids = first[S.PROMPT][i].as_py(), first[S.PROMPT_TOKEN_IDS][i].as_py()
-        if teacher_tok(text, add_special_tokens=False)["input_ids"] not in (ids, ids[1:]):
+    # Same prompt text must give the same ids under the teacher's tokenizer (each distinct prompt
+    # of the first rows once: a group repeats its prompt G times), in one batched call.
+    n = min(sample_rows, first.num_rows)
+    texts, id_lists = first[S.PROMPT][:n].to_pylist(), first[S.PROMPT_TOKEN_IDS][:n].to_pylist()
+    rows = [i for i, text in enumerate(texts) if text not in texts[:i]]  # the first row of each prompt
+    encoded = teacher_tok([texts[i] for i in rows], add_special_tokens=False)["input_ids"] if rows else []
+    for i, teacher_ids in zip(rows, encoded):
+        ids = id_lists[i]
+        if teacher_ids not in (ids, ids[1:]):
             raise ModelError(
                 f"the teacher tokenizes prompt row {i} differently from the student",
                 f"in {artifact.path}",

@@ -176,6 +176,35 @@ def test_tight_length_buckets_is_the_cheapest_contiguous_split(seed, budget, ove
     assert _partition_cost(buckets, lengths, overhead) == best
 
 
+def _buckets_row_by_row(lengths, budget, overhead):
+    """The planner's dynamic programme as a plain loop over every (end, start) pair."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sorted_len = [lengths[i] for i in order]
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        width = sorted_len[j - 1]
+        for i in range(j - 1, -1, -1):
+            if (j - i) * width > budget and i != j - 1:
+                break
+            if best[i] + (j - i) * width + overhead < best[j]:
+                best[j], cut[j] = best[i] + (j - i) * width + overhead, i
+    batches, j = [], len(order)
+    while j > 0:
+        batches.append(order[cut[j] : j])
+        j = cut[j]
+    return batches[::-1]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tight_length_buckets_equals_the_row_by_row_loop(seed):
+    """Rollout-sized inputs with many equal lengths (ties go the same way) and zero-length rows."""
+    rng = random.Random(seed)
+    n = rng.choice([1, 7, 200, 513])
+    lengths = [rng.choice([0, rng.randint(1, 9), rng.randint(1, 300)]) for _ in range(n)]
+    for budget, overhead in [(1, 0), (64, 32), (2048, 32), (16384, 1024)]:
+        assert tight_length_buckets(lengths, budget, overhead) == _buckets_row_by_row(lengths, budget, overhead)
+
+
 def test_tight_length_buckets_splits_a_long_tail():
     # Filling to the budget would pad three short rows to the long one (400 padded tokens); a
     # tight split pays one more forward instead.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rladctl.errors import ModelError
@@ -258,17 +259,18 @@ def tight_length_buckets(lengths: list[int], budget_tokens: int, overhead_tokens
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     sorted_len = [lengths[i] for i in order]
-    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted rows
-    cut = [0] * (len(order) + 1)  # best[j]'s last micro-batch starts at sorted row cut[j]
-    for j in range(1, len(order) + 1):
+    n = len(order)
+    best = np.full(n + 1, np.inf)  # best[j]: cost of the first j sorted rows
+    best[0] = 0.0
+    cut = [0] * (n + 1)  # best[j]'s last micro-batch starts at sorted row cut[j]
+    starts = np.arange(n + 1)
+    for j in range(1, n + 1):
         width = sorted_len[j - 1]  # the longest row of any micro-batch ending at j - 1
-        i = j - 1
-        while i >= 0 and ((j - i) * width <= budget_tokens or i == j - 1):
-            cost = best[i] + (j - i) * width + overhead_tokens
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-            i -= 1
-    batches, j = [], len(order)
+        rows = j if width <= 0 else max(1, min(j, budget_tokens // width))  # the most that fit
+        cost = best[j - rows : j] + (j - starts[j - rows : j]) * width + overhead_tokens
+        last = rows - 1 - int(np.argmin(cost[::-1]))  # a tie goes to the shortest micro-batch
+        best[j], cut[j] = cost[last], j - rows + last
+    batches, j = [], n
     while j > 0:
         batches.append(order[cut[j] : j])
         j = cut[j]
