@@ -4,6 +4,6 @@
 # `rladctl demo` (e.g. --out DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --runtime
 VENV="${RLADCTL_VENV:-.venv}"
 exec "$VENV/bin/rladctl" demo "$@"
