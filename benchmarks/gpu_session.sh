@@ -18,9 +18,12 @@
 #   bash benchmarks/gpu_session.sh                   # there, .whl/ carried along; logs in $OUT
 #   GPU_SESSION_SMOKE=1 bash benchmarks/gpu_session.sh   # any CPU: the same steps with tiny shapes
 #
-# Each step has its own time limit (920 s in all on the GPU: more than a 15-minute loan with its
-# start-up, so trim or split the steps to fit one), so a slow or broken one
-# cannot eat the next ones' time. Logs go to $OUT (default ./gpu-session): summary.txt, install.log
+# Each step has its own time limit, so a slow or broken one cannot eat the next ones' time. The
+# limits add up to 920 s on the GPU, more than one 15-minute loan once start-up counts: pick the
+# steps one loan runs with STEPS (names as above; default all), e.g. for the loop checks of #22/#23
+#
+#   STEPS="tests gpu_loop gpu_vllm_loop" bash benchmarks/gpu_session.sh      # limits 600 s in all
+# Logs go to $OUT (default ./gpu-session): summary.txt, install.log
 # and one log per step. Record the numbers in benchmarks/README.md with the GPU's name and the date.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +33,15 @@ PY="${PYTHON:-python3}"
 SMOKE="${GPU_SESSION_SMOKE:-0}"
 export PYTHONUNBUFFERED=1 RLADCTL_QUIET=1
 
+STEPS="${STEPS:-gpu_perf tests gpu_fsdp gpu_backends gpu_loop gpu_vllm_loop}"
+
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log, show its tail
   local name=$1 limit=$2 started=$SECONDS rc
   shift 2
+  case " $STEPS " in
+    *" $name "*) ;;
+    *) echo "== $name: not in STEPS, skipped" | tee -a "$OUT/summary.txt"; return 0 ;;
+  esac
   echo "== $name (limit ${limit} s): $*" | tee -a "$OUT/summary.txt"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   rc=$?
