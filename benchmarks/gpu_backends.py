@@ -36,11 +36,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vllm's share of GPU memory")
+    parser.add_argument("--device", default="cuda", help="cpu: the session's smoke run, tiny shapes, hf only")
     return parser.parse_args()
 
 
 def build_model(args: argparse.Namespace, path: Path):
-    """Random-init model on cuda in bf16 (never materialised in fp32 on the host), saved to ``path``."""
+    """Random-init model on ``args.device`` in bf16 (never materialised in fp32 on the host), saved to ``path``."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
@@ -54,14 +55,13 @@ def build_model(args: argparse.Namespace, path: Path):
     tokenizer = load_tokenizer(path)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    config = Qwen3Config(
-        **preset_config(args.preset), eos_token_id=eos, pad_token_id=pad, bos_token_id=eos, dtype="bfloat16"
-    )
+    shape = {"vocab_size": len(tokenizer), **preset_config(args.preset)}  # the tiny presets take the tokenizer's
+    config = Qwen3Config(**shape, eos_token_id=eos, pad_token_id=pad, bos_token_id=eos, dtype="bfloat16")
     torch.manual_seed(0)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        with torch.device("cuda"):
+        with torch.device(args.device):
             model = Qwen3ForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default_dtype)
@@ -92,10 +92,11 @@ def time_generate(generator, flat: list[list[int]], args: argparse.Namespace) ->
     runs = []
     for repeat in range(args.repeats + 1):
         params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=repeat)
-        torch.cuda.synchronize()
+        sync = torch.cuda.synchronize if args.device == "cuda" else lambda: None
+        sync()
         t0 = time.perf_counter()
         samples = generator.generate(flat, params)
-        torch.cuda.synchronize()
+        sync()
         if repeat:
             runs.append((sum(len(s.token_ids) for s in samples), time.perf_counter() - t0))
     median = statistics.median(seconds for _, seconds in runs)
@@ -107,21 +108,21 @@ def main() -> None:
     os.environ.setdefault("RLADCTL_QUIET", "1")
     import torch
 
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print(
             "error: benchmarks/gpu_backends.py needs a CUDA GPU and torch.cuda.is_available() is False. Run it on a GPU machine.",
             file=sys.stderr,
         )
         sys.exit(2)
     from rladctl.backends.hf import HFGenerator, eos_token_ids
-    from rladctl.models.factory import count_params
 
     path = Path(args.workdir) / args.preset
+    where = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     t0 = time.perf_counter()
     model, tokenizer = build_model(args, path)
     flat = prompt_ids(args, tokenizer)
     print(
-        f"{args.preset} ({count_params(args.preset) / 1e6:.0f}M parameters, random init, bf16) on {torch.cuda.get_device_name()}, "
+        f"{args.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, random init, bf16) on {where}, "
         f"built in {time.perf_counter() - t0:.0f} s; {args.prompts} prompts x G={args.group}, max_new_tokens {args.max_new_tokens}, "
         f"temperature 1; median of {args.repeats} after 1 warm-up",
         flush=True,
@@ -135,7 +136,8 @@ def main() -> None:
         print(f"{'hf':8s} {generator.version:12s} {tokens:8d} {seconds:8.2f} {hf_rate:9.0f} {'1.00x':>6s}", flush=True)
         del generator
     del model
-    torch.cuda.empty_cache()
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
     if "vllm" in args.backends:
         run_vllm(args, path, flat, hf_rate)
 

@@ -82,7 +82,8 @@ if [ "$SMOKE" = 1 ]; then
     --prompts 2 --group 2 --score-median 64 --score-max 128 --score-repeats 1
   step tests 600 "$PY" -m pytest -q -p no:cacheprovider tests/test_devices.py
   step gpu_fsdp 300 "$PY" benchmarks/gpu_fsdp.py --device cpu --preset tiny-1m --tokens 64 --workdir /tmp/rladctl-gpu-fsdp
-  step gpu_backends 60 "$PY" benchmarks/gpu_backends.py --backends hf
+  step gpu_backends 120 "$PY" benchmarks/gpu_backends.py --backends hf --device cpu --preset tiny-1m --prompts 2 \
+    --group 2 --max-new-tokens 8 --repeats 1
   step gpu_loop 300 "$PY" benchmarks/gpu_loop.py --smoke --workdir /tmp/rladctl-gpu-loop-smoke
   step gpu_vllm_loop 60 "$PY" benchmarks/gpu_vllm_loop.py --smoke
 else
