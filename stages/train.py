@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from rladctl.store.checkpoint import (
 from rladctl.store.lock import claim_output
 from rladctl.store.snapshots import (
     apply_update,
+    discard,
     diverged,
     match_saved_weights,
     prepare_output,
@@ -508,7 +508,7 @@ def train(recipe: LoadedRecipe, overwrite: bool, resume: bool, replay: bool) -> 
                 "timings": {"seconds": round(seconds, 3), "ranks": distributed.world_size(), "parallel": cfg.parallel},
                 "final_metrics": metrics[-1] if metrics else {},
             },
-            after=lambda: shutil.rmtree(partial, ignore_errors=True),
+            after=lambda: discard(partial),
             with_optimizer=cfg.save_optimizer,
         )
     if not distributed.is_fsdp(model):  # `rladctl run`: kept vLLM engines take the new weights in place
@@ -575,7 +575,7 @@ def already_done(out: Path, partial: Path, fp: str, overwrite: bool) -> bool:
         if read_manifest(out).get("fingerprint") == fp:
             log(f"[green]{out} is already complete for these inputs; nothing to do")
             # A kill between the final save and the clean-up leaves the snapshots: the checkpoint supersedes them.
-            distributed.main_only(lambda: (shutil.rmtree(partial, ignore_errors=True), remove_leftovers(out, partial)))
+            distributed.main_only(lambda: (discard(partial), remove_leftovers(out, partial)))
             return True
         if not overwrite:
             raise ArtifactError(

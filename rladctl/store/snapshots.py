@@ -15,6 +15,7 @@ import torch
 from rladctl import distributed
 from rladctl.errors import ArtifactError, RladError
 from rladctl.progress import log
+from rladctl.store.artifacts import MANIFEST, OLD_MANIFEST
 from rladctl.store.checkpoint import (
     load_training_state,
     read_manifest,
@@ -37,7 +38,7 @@ def prepare_output(out: Path, partial: Path, fp: str, resume: bool) -> Path | No
 
     def clear() -> None:
         if not resume or (partial.exists() and snap is None):
-            shutil.rmtree(partial, ignore_errors=True)
+            discard(partial)
         remove_leftovers(out, partial)
 
     distributed.barrier()
@@ -64,7 +65,18 @@ def latest_snapshot(partial: Path, fp: str, before: int | None = None) -> Path |
 def prune_snapshots(partial: Path, keep: int) -> None:
     """Each snapshot is a full model plus optimizer state: keep only the newest ``keep``."""
     for snap in snapshots(partial)[:-keep]:
-        shutil.rmtree(snap, ignore_errors=True)
+        discard(snap)
+
+
+def discard(tree: Path) -> None:
+    """Remove snapshots in the reverse order of a save: every manifest under ``tree`` first (its
+    presence means complete), then the files, so a kill midway never leaves a manifest without its
+    weights; what it does leave has no manifest, and the next run clears it."""
+    if tree.is_dir():
+        for name in (MANIFEST, OLD_MANIFEST):
+            for manifest in tree.rglob(name):
+                manifest.unlink(missing_ok=True)
+    shutil.rmtree(tree, ignore_errors=True)
 
 
 def remove_leftovers(out: Path, partial: Path) -> None:
