@@ -63,7 +63,10 @@ def check_tokenizers(artifact, teacher_tok, teacher_vocab: int, sample_rows: int
     # of the first rows once: a group repeats its prompt G times), in one batched call.
     n = min(sample_rows, first.num_rows)
     texts, id_lists = first[S.PROMPT][:n].to_pylist(), first[S.PROMPT_TOKEN_IDS][:n].to_pylist()
-    rows = [i for i, text in enumerate(texts) if text not in texts[:i]]  # the first row of each prompt
+    first_row: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        first_row.setdefault(text, i)
+    rows = list(first_row.values())
     encoded = teacher_tok([texts[i] for i in rows], add_special_tokens=False)["input_ids"] if rows else []
     for i, teacher_ids in zip(rows, encoded):
         ids = id_lists[i]

@@ -217,3 +217,26 @@ def test_consecutive_non_finite_steps_stop_and_name_the_last_good_snapshot(shard
     assert sorted(p.name for p in partial.iterdir()) == ["step-000001", "step-000002"]
     assert all(read_manifest(partial / name) for name in ("step-000001", "step-000002"))
     assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("manifest_name", ["_manifest.json", "manifest.json"])
+def test_a_snapshot_removal_cut_short_leaves_no_manifest_without_its_weights(tmp_path, monkeypatch, manifest_name):
+    """`discard` takes every manifest away before any file, so a kill midway cannot leave a directory
+    that claims to be complete (found by the slow kill tests: train seeds 2, 5, 9)."""
+    import rladctl.store.snapshots as snapshots
+
+    snap = tmp_path / "out.partial" / "step-000001"
+    (snap / "training_state").mkdir(parents=True)
+    for name in (manifest_name, "config.json", "model.safetensors", "training_state/state.pt"):
+        (snap / name).write_text("x")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies as the files start to go
+
+    monkeypatch.setattr(snapshots.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        snapshots.discard(tmp_path / "out.partial")
+    assert not (snap / manifest_name).exists() and (snap / "model.safetensors").exists()
+    monkeypatch.undo()
+    snapshots.discard(tmp_path / "out.partial")
+    assert not (tmp_path / "out.partial").exists()
